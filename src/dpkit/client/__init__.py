@@ -1,0 +1,17 @@
+"""dpkit's asyncio client SDK: ``Scene`` and what it needs."""
+
+from dpkit.client.devices import DeviceProvider, NoDevices, SyntheticDevices, UserMedia
+from dpkit.client.options import MediaDevices, RetryOptions
+from dpkit.client.scene import ConnectionStateView, Scene, TokenServer
+
+__all__ = [
+    "ConnectionStateView",
+    "DeviceProvider",
+    "MediaDevices",
+    "NoDevices",
+    "RetryOptions",
+    "Scene",
+    "SyntheticDevices",
+    "TokenServer",
+    "UserMedia",
+]

@@ -1,0 +1,105 @@
+"""The client's peer connection, laid out as the browser lays it out.
+
+Local tracks first (microphone, then camera), then always one more audio and one more video
+transceiver, all ``sendrecv`` (docs/protocol.md, section 3). The persona's audio and video arrive
+on one media stream; :attr:`UserPeer.media_ready` tells when both tracks are there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.sdp import candidate_from_sdp
+
+from dpkit.client.devices import UserMedia
+from dpkit.errors import ProtocolError
+from dpkit.protocol.messages import Ice, IceServer
+from dpkit.rtc import ice_addresses
+
+
+class UserPeer:
+    """One connect attempt's peer connection."""
+
+    def __init__(
+        self,
+        media: UserMedia,
+        ice_servers: tuple[IceServer, ...],
+        addresses: tuple[str, ...] | None,
+    ) -> None:
+        servers = [
+            RTCIceServer(list(s.urls), username=s.username, credential=s.credential)
+            for s in ice_servers
+        ]
+        # As the browser does: a TURN server in the list means relay only.
+        relay = any(url.startswith(("turn:", "turns:")) for s in ice_servers for url in s.urls)
+        config = RTCConfiguration(
+            iceServers=servers or None, iceTransportPolicy=RTCIceTransportPolicy.RELAY if relay else RTCIceTransportPolicy.ALL,
+        )
+        self._pc = RTCPeerConnection(config)
+        self._addresses = addresses
+        self._changed = asyncio.Event()
+        self.audio: MediaStreamTrack | None = None
+        self.video: MediaStreamTrack | None = None
+        self._pc.on("track", self._on_track)
+        self._pc.on("connectionstatechange", self._changed.set)
+        for track in (media.microphone, media.camera):
+            if track is not None:
+                self._pc.addTransceiver(track, "sendrecv")
+        self._pc.addTransceiver("audio", "sendrecv")
+        self._pc.addTransceiver("video", "sendrecv")
+
+    @property
+    def media_ready(self) -> bool:
+        return self.audio is not None and self.video is not None
+
+    @property
+    def connection_state(self) -> str:
+        state: str = self._pc.connectionState
+        return state
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio" and self.audio is None:
+            self.audio = track
+        elif track.kind == "video" and self.video is None:
+            self.video = track
+
+    async def make_offer(self) -> str:
+        with ice_addresses(self._addresses):
+            await self._pc.setLocalDescription(await self._pc.createOffer())
+        description = self._pc.localDescription
+        assert description is not None
+        return str(description.sdp)
+
+    async def apply_answer(self, sdp: str) -> None:
+        try:
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
+        except (ValueError, KeyError, IndexError) as exc:
+            raise ProtocolError(f"answer: the SDP is not usable: {exc}") from exc
+
+    async def add_candidate(self, ice: Ice) -> None:
+        if ice.complete or not ice.candidate:
+            return
+        try:
+            candidate = candidate_from_sdp(ice.candidate.removeprefix("candidate:"))
+        except (ValueError, IndexError) as exc:
+            raise ProtocolError(f"ice: candidate is not valid: {ice.candidate!r}") from exc
+        candidate.sdpMid = ice.sdp_mid
+        candidate.sdpMLineIndex = ice.sdp_mline_index
+        await self._pc.addIceCandidate(candidate)
+
+    async def wait_failed(self) -> None:
+        """Return when the transport fails or closes."""
+        while self._pc.connectionState not in ("failed", "closed"):
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def close(self) -> None:
+        await self._pc.close()

@@ -1,0 +1,314 @@
+"""``Scene``: the Python counterpart of the Web SDK's ``Scene``.
+
+    scene = Scene(api_key=key, requested_media_devices={}, required_media_devices={})
+    scene.connection_state.on_connection_state_updated.add_listener(print)
+    session_id = await scene.connect()
+    ...
+    await scene.disconnect()
+
+``connect()`` runs the five connection states, retries ``noScene`` per :class:`RetryOptions`,
+and raises a :class:`~dpkit.errors.ConnectionError_` whose ``name`` is the seed's error name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from urllib.parse import urlsplit
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from dpkit.client.auth import SessionToken, fetch_token
+from dpkit.client.connection import Connection
+from dpkit.client.devices import (
+    DeviceProvider,
+    SyntheticDevices,
+    UserMedia,
+    acquire_user_media,
+)
+from dpkit.client.events import Event
+from dpkit.client.options import DEFAULT_REQUESTED, DEFAULT_REQUIRED, MediaDevices, RetryOptions
+from dpkit.errors import (
+    ConfigurationError,
+    ConnectionError_,
+    InvalidStateError,
+    ServerConnectionFailed,
+    SessionTimeout,
+)
+from dpkit.protocol.messages import Frame
+from dpkit.protocol.states import ConnectionState, ConnectionStateData, ConnectionStateName
+from dpkit.rtc import loopback_for, validate_addresses
+from dpkit.tasks import TaskOwner
+
+logger = logging.getLogger("dpkit.client")
+
+Devices = MediaDevices | Mapping[str, bool]
+
+
+@dataclass(frozen=True)
+class TokenServer:
+    """A session socket URL and the token that opens it (the Web SDK's ``tokenServer``)."""
+
+    uri: str
+    token: str
+
+
+class ConnectionStateView:
+    """The scene's connection state: current data, listeners, and ``async for`` over changes."""
+
+    def __init__(self) -> None:
+        self._state = ConnectionState()
+        self.on_connection_state_updated: Event[[ConnectionStateData]] = Event(
+            "on_connection_state_updated"
+        )
+        self._queues: list[asyncio.Queue[ConnectionStateData]] = []
+
+    @property
+    def data(self) -> ConnectionStateData:
+        return self._state.data
+
+    @property
+    def name(self) -> ConnectionStateName:
+        return self._state.name
+
+    def _changed(self, data: ConnectionStateData) -> None:
+        self.on_connection_state_updated.call(data)
+        for queue in self._queues:
+            queue.put_nowait(data)
+
+    def _reset(self) -> None:
+        changed = self._state.reset()
+        if changed is not None:
+            self._changed(changed)
+
+    async def changes(self) -> AsyncIterator[ConnectionStateData]:
+        """Every change from now on, in order, for as long as the caller iterates."""
+        queue: asyncio.Queue[ConnectionStateData] = asyncio.Queue()
+        self._queues.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._queues.remove(queue)
+
+    def __aiter__(self) -> AsyncIterator[ConnectionStateData]:
+        return self.changes()
+
+
+class Scene:
+    """A connection to a Digital Person."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        requested_media_devices: Devices | None = None,
+        required_media_devices: Devices | None = None,
+        devices: DeviceProvider | None = None,
+        ice_addresses: tuple[str, ...] | list[str] | None = None,
+        video_bounds: tuple[int, int] = (640, 480),
+    ) -> None:
+        self._api_key = api_key
+        self.requested_media_devices = (
+            DEFAULT_REQUESTED
+            if requested_media_devices is None
+            else MediaDevices.of(requested_media_devices)
+        )
+        self.required_media_devices = (
+            DEFAULT_REQUIRED
+            if required_media_devices is None
+            else MediaDevices.of(required_media_devices)
+        )
+        self._devices: DeviceProvider = devices if devices is not None else SyntheticDevices()
+        try:
+            self._ice_addresses = (
+                validate_addresses(ice_addresses) if ice_addresses is not None else None
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"ice_addresses: {exc}") from None
+        self._video_bounds = video_bounds
+        self.connection_state = ConnectionStateView()
+        self.on_disconnected_event: Event[[Scene, str, str]] = Event("on_disconnected_event")
+        #: Frames of other categories (``scene``, ``dpkit``) as they arrive.
+        self.on_message: Event[[Frame]] = Event("on_message")
+        self._connection: Connection | None = None
+        self._connecting = False
+        self._media = UserMedia()
+        self._tasks = TaskOwner("scene")
+        self.session_id: str | None = None
+
+    # --- the Web SDK's surface --------------------------------------------------------------
+
+    def is_connected(self) -> bool:
+        return self._connection is not None and self.connection_state.name is (
+            ConnectionStateName.CONNECTED
+        )
+
+    @property
+    def video_track(self) -> MediaStreamTrack | None:
+        """The persona's incoming video track (an aiortc track), once connected."""
+        return self._connection.peer.video if self._connection and self._connection.peer else None
+
+    @property
+    def audio_track(self) -> MediaStreamTrack | None:
+        """The persona's incoming audio track (an aiortc track), once connected."""
+        return self._connection.peer.audio if self._connection and self._connection.peer else None
+
+    async def video_frames(self) -> AsyncIterator[av.VideoFrame]:
+        """Decoded persona video frames until the session ends."""
+        async for frame in _frames(self.video_track):
+            assert isinstance(frame, av.VideoFrame)
+            yield frame
+
+    async def audio_frames(self) -> AsyncIterator[av.AudioFrame]:
+        """Decoded persona audio frames until the session ends."""
+        async for frame in _frames(self.audio_track):
+            assert isinstance(frame, av.AudioFrame)
+            yield frame
+
+    async def connect(
+        self,
+        server_uri: str | None = None,
+        access_token: str | None = None,
+        *,
+        token_server: TokenServer | None = None,
+        retry_options: RetryOptions | None = None,
+        user_text: str | None = None,
+        connect_timeout: float | None = None,
+    ) -> str:
+        """Connect to a Digital Person; return the session id."""
+        if self._connecting:
+            raise InvalidStateError("cannot connect: scene is connecting")
+        if self._connection is not None:
+            raise InvalidStateError("cannot connect: scene is connected")
+        if token_server is not None:
+            server_uri, access_token = token_server.uri, token_server.token
+        if (server_uri is None) != (access_token is None):
+            raise ConfigurationError("pass both server_uri and access_token, or neither")
+        if server_uri is None and self._api_key is None:
+            raise ServerConnectionFailed(
+                "Please authenticate via an API key or with a server_uri and access_token"
+            )
+        self._connecting = True
+        try:
+            async with asyncio.timeout(connect_timeout):
+                return await self._connect(server_uri, access_token, retry_options, user_text)
+        except TimeoutError:
+            self._media.stop()
+            state = self.connection_state.name.value
+            raise SessionTimeout(
+                f"connect did not finish within {connect_timeout} s (stuck in {state})"
+            ) from None
+        finally:
+            self._connecting = False
+
+    async def _connect(
+        self,
+        server_uri: str | None,
+        access_token: str | None,
+        retry_options: RetryOptions | None,
+        user_text: str | None,
+    ) -> str:
+        self._media = await acquire_user_media(
+            self.requested_media_devices, self.required_media_devices, self._devices
+        )
+        try:
+            if server_uri is not None and access_token is not None:
+                token = SessionToken(server_uri, access_token)
+            else:
+                assert self._api_key is not None
+                token = await fetch_token(self._api_key)
+            session_id = await self._attempts(token, retry_options or RetryOptions(), user_text)
+        except BaseException:
+            self._media.stop()
+            raise
+        self.session_id = session_id
+        logger.info("session %s: connected", session_id)
+        return session_id
+
+    async def _attempts(self, token: SessionToken, retry: RetryOptions, user_text: str | None) -> str:
+        """The Web SDK's retry rule: only ``noScene`` is retried; ``max_retries`` counts all."""
+        errors: list[ConnectionError_] = []
+        while True:
+            connection = self._new_connection(token, user_text)
+            try:
+                session_id = await connection.connect()
+            except ConnectionError_ as error:
+                errors.append(error)
+                if not error.retryable or len(errors) >= retry.max_retries:
+                    raise
+                logger.debug("attempt %d: %s; retrying in %d ms", len(errors), error, retry.delay_ms)
+                await asyncio.sleep(retry.delay_ms / 1000)
+                continue
+            self._connection = connection
+            return session_id
+
+    def _new_connection(self, token: SessionToken, user_text: str | None) -> Connection:
+        host = urlsplit(token.url).hostname or ""
+        addresses = self._ice_addresses if self._ice_addresses is not None else loopback_for(host)
+        return Connection(
+            url=token.url,
+            access_token=token.jwt,
+            state=self.connection_state._state,
+            media=self._media,
+            ice_addresses=addresses,
+            video_bounds=self._video_bounds,
+            user_text=user_text,
+            on_state=self.connection_state._changed,
+            on_ended=self._on_session_ended,
+            on_frame=self.on_message.call,
+        )
+
+    def _on_session_ended(self, session_id: str, reason: str) -> None:
+        """The server (or the network) ended a connected session."""
+        connection = self._connection
+        self._connection = None
+        logger.info("session %s: disconnected (%s)", session_id, reason)
+        if connection is not None:
+            # Called from the connection's own reader: let another task close it.
+            self._tasks.spawn(self._release(connection), "release")
+        self.on_disconnected_event.call(self, session_id, reason)
+
+    async def _release(self, connection: Connection) -> None:
+        await connection.close()
+        self._media.stop()
+
+    async def disconnect(self) -> None:
+        """End the session (``close {reason: "normal"}``); the state returns to Disconnected."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.disconnect()
+        self._media.stop()
+        await self._tasks.close()
+        self._tasks = TaskOwner("scene")
+        self.connection_state._reset()
+
+    async def close(self) -> None:
+        """Disconnect if connected and release everything. Idempotent."""
+        await self.disconnect()
+
+    async def __aenter__(self) -> Scene:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+async def _frames(track: MediaStreamTrack | None) -> AsyncIterator[av.VideoFrame | av.AudioFrame]:
+    if track is None:
+        raise InvalidStateError("no persona media: scene is not connected")
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        yield frame

@@ -1,0 +1,158 @@
+"""dpkit's one exception tree.
+
+Every error the public API raises is a :class:`DpkitError`. Connection errors carry the seed's
+``name`` strings, so ``error.name == "noScene"`` works exactly as in the Web SDK::
+
+    DpkitError                      base; .name, .retryable, .advice
+    ├── ConnectionError_            connect() failed; .name is the seed's error name
+    │   ├── NoUserMedia             "noUserMedia"
+    │   ├── NoScene                 "noScene"            (the only one retry can help)
+    │   ├── ServerConnectionFailed  "serverConnectionFailed"
+    │   ├── NotSupported            "notSupported"
+    │   ├── MediaStreamFailed       "mediaStreamFailed"
+    │   ├── SessionTimeout          "sessionTimeout"
+    │   ├── ControlFailed           "controlFailed"
+    │   ├── NoSessionToResume       "noSessionToResume"
+    │   └── UnknownConnectionError  any other close reason the server sends
+    ├── ProtocolError               the peer sent a frame the protocol does not allow
+    ├── InvalidStateError           the API was used in a state that does not allow it
+    └── ConfigurationError          bad settings, API key or arguments
+
+``ConnectionError_`` has a trailing underscore so it never shadows the builtin.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class DpkitError(Exception):
+    """Base of every error dpkit raises."""
+
+    name: str = "dpkitError"
+    retryable: ClassVar[bool] = False
+    advice: ClassVar[str] = ""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.message}"
+
+
+class ConnectionError_(DpkitError):
+    """``connect()`` failed; ``name`` is the seed's connection error name."""
+
+
+class NoUserMedia(ConnectionError_):
+    """A required camera or microphone was not obtained."""
+
+    name = "noUserMedia"
+    advice = "Allow access to the microphone and camera (unblock the devices), then connect again."
+
+
+class NoScene(ConnectionError_):
+    """No Digital Person was available: the server is busy."""
+
+    name = "noScene"
+    retryable = True
+    advice = "Every Digital Person is busy right now: retry in a little while."
+
+
+class ServerConnectionFailed(ConnectionError_):
+    """The connection to the server failed (socket, API key, token endpoint)."""
+
+    name = "serverConnectionFailed"
+    advice = (
+        "Check the API key or server address; if they are right, try again from a "
+        "different network."
+    )
+
+
+class NotSupported(ConnectionError_):
+    """This platform has no way to capture media."""
+
+    name = "notSupported"
+    advice = "This platform cannot capture media: connect without devices, or install a backend."
+
+
+class MediaStreamFailed(ConnectionError_):
+    """The audio/video stream failed (ICE or DTLS did not connect)."""
+
+    name = "mediaStreamFailed"
+    advice = "The media connection failed: check firewalls and UDP access, or try another network."
+
+
+class SessionTimeout(ConnectionError_):
+    """The session timed out before it was fully available."""
+
+    name = "sessionTimeout"
+    advice = "The Digital Person took too long to start: try again."
+
+
+class ControlFailed(ConnectionError_):
+    """The orchestration server could not be reached."""
+
+    name = "controlFailed"
+    advice = "The orchestration server could not be reached: check that it is running."
+
+
+class NoSessionToResume(ConnectionError_):
+    """Session persistence could not reconnect to the previous session."""
+
+    name = "noSessionToResume"
+    advice = "The previous session has ended: connect again to start a new one."
+
+
+class UnknownConnectionError(ConnectionError_):
+    """The server closed the connection with a reason this SDK does not know."""
+
+    advice = "The server ended the connection unexpectedly: try again, or check the server's log."
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class ProtocolError(DpkitError):
+    """The peer sent a frame the protocol does not allow; the message says what was wrong."""
+
+    name = "protocolError"
+    advice = "The two sides do not speak the same protocol version: update dpkit or the server."
+
+
+class InvalidStateError(DpkitError):
+    """An operation was called in a state that does not allow it (``session is connecting``)."""
+
+    name = "invalidState"
+
+
+class ConfigurationError(DpkitError):
+    """Settings, an API key or an argument are not valid."""
+
+    name = "configurationError"
+    advice = "Fix the configuration value named in the message."
+
+
+CONNECTION_ERRORS: dict[str, type[ConnectionError_]] = {
+    cls.name: cls
+    for cls in (
+        NoUserMedia,
+        NoScene,
+        ServerConnectionFailed,
+        NotSupported,
+        MediaStreamFailed,
+        SessionTimeout,
+        ControlFailed,
+        NoSessionToResume,
+    )
+}
+
+
+def connection_error(name: str, message: str) -> ConnectionError_:
+    """Build the connection error for a seed name, e.g. a server ``close`` reason."""
+    cls = CONNECTION_ERRORS.get(name)
+    if cls is None:
+        return UnknownConnectionError(name, message)
+    return cls(message)

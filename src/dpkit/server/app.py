@@ -1,0 +1,64 @@
+"""The server application: built by a factory from settings, started and stopped by one lifespan.
+
+:func:`create_app` returns an aiohttp application whose lifespan builds the
+:class:`~dpkit.server.state.ServerState` at start-up and, at shutdown, refuses new sessions,
+ends the live ones with ``close {reason: "normal"}`` and waits (bounded) for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from dpkit.server.endpoints import add_routes, cors_middleware
+from dpkit.server.keys import KeyStore
+from dpkit.server.pool import DigitalPersonPool
+from dpkit.server.settings import Settings
+from dpkit.server.state import STATE, ServerState
+from dpkit.server.tokens import TokenSigner
+
+logger = logging.getLogger("dpkit.server")
+
+SHUTDOWN_GRACE_S = 5.0
+
+
+def build_state(settings: Settings) -> ServerState:
+    keys = KeyStore.load_or_create(settings.data_dir)
+    return ServerState(
+        settings=settings,
+        keys=keys,
+        signer=TokenSigner(keys.signing_secret),
+        pool=DigitalPersonPool(settings.capacity, settings.persona),
+    )
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The aiohttp application for ``settings``."""
+    app = web.Application(middlewares=[cors_middleware])
+    add_routes(app)
+
+    async def lifespan(app: web.Application) -> AsyncIterator[None]:
+        state = build_state(settings)
+        app[STATE] = state
+        logger.info("serving %d Digital Person(s) of %s", settings.capacity, settings.persona.name)
+        yield
+        await shutdown(state)
+
+    app.cleanup_ctx.append(lifespan)
+    return app
+
+
+async def shutdown(state: ServerState) -> None:
+    """Refuse new sessions, end the live ones with a reason, and wait for them (bounded)."""
+    state.closing = True
+    live = list(state.live)
+    if not live:
+        return
+    logger.info("shutting down: ending %d session(s)", len(live))
+    await asyncio.gather(*(session.end("normal") for session in live), return_exceptions=True)
+    deadline = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_S
+    while state.live and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)

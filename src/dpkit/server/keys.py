@@ -1,0 +1,96 @@
+"""The server's API keys and signing secret, kept in ``<data_dir>/keys.json``.
+
+On a fresh machine the file does not exist: :func:`load_or_create` creates the data directory, a
+signing secret and one default API key, so ``dpkit serve`` runs with no configuration.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from dpkit.apikey import ApiKey
+from dpkit.errors import ConfigurationError
+
+KEYS_FILE = "keys.json"
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """One API key as the server stores it."""
+
+    key_id: str
+    secret: str
+    label: str = "default"
+    #: Sessions opened with this key may be resumed (session persistence).
+    persistence: bool = False
+
+    def api_key(self, auth_server: str) -> str:
+        """The API key string a client uses, pointing at ``auth_server``."""
+        return ApiKey(auth_server, self.key_id, self.secret).encode()
+
+
+class KeyStore:
+    """API keys by id, and the secret that signs session tokens."""
+
+    def __init__(self, signing_secret: bytes, keys: list[KeyRecord], path: Path | None) -> None:
+        self.signing_secret = signing_secret
+        self._keys = {key.key_id: key for key in keys}
+        self._path = path
+
+    @property
+    def keys(self) -> list[KeyRecord]:
+        return list(self._keys.values())
+
+    def check(self, key_id: str | None, secret: str | None) -> KeyRecord | None:
+        """The key record if ``key_id`` exists and ``secret`` matches it, else None."""
+        record = self._keys.get(key_id or "")
+        if record is None or secret is None:
+            return None
+        if not hmac.compare_digest(record.secret.encode(), secret.encode()):
+            return None
+        return record
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        return self._keys.get(key_id)
+
+    def add(self, label: str, *, persistence: bool = False) -> KeyRecord:
+        record = KeyRecord(secrets.token_hex(6), secrets.token_urlsafe(24), label, persistence)
+        self._keys[record.key_id] = record
+        self._save()
+        return record
+
+    def _save(self) -> None:
+        if self._path is None:
+            return
+        data = {
+            "signingSecret": self.signing_secret.hex(),
+            "keys": [asdict(key) for key in self._keys.values()],
+        }
+        tmp = self._path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.chmod(0o600)
+        os.replace(tmp, self._path)
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path) -> KeyStore:
+        """Read ``keys.json`` from ``data_dir``, creating both with a default key when missing."""
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot create data directory {data_dir}: {exc}") from None
+        path = data_dir / KEYS_FILE
+        if not path.exists():
+            store = cls(secrets.token_bytes(32), [], path)
+            store.add("default")
+            return store
+        try:
+            data = json.loads(path.read_text())
+            keys = [KeyRecord(**item) for item in data["keys"]]
+            return cls(bytes.fromhex(data["signingSecret"]), keys, path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigurationError(f"{path} is not a valid key file: {exc}") from None

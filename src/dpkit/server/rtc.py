@@ -1,0 +1,119 @@
+"""The server's side of one WebRTC session: the persona's media out, the user's media in.
+
+Wraps an aiortc peer connection. The persona's audio and video go on the first audio and the first
+video media section of the client's offer, on one media stream (the Web SDK needs one ``msid``
+stream id), and the remaining sections are answered without a track.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.sdp import candidate_from_sdp
+
+from dpkit.errors import ProtocolError
+from dpkit.media.persona_audio import PersonaAudioTrack
+from dpkit.media.persona_video import PersonaVideoTrack
+from dpkit.protocol.messages import Ice
+from dpkit.rtc import ice_addresses
+from dpkit.server.pool import DigitalPerson
+from dpkit.tasks import TaskOwner
+
+logger = logging.getLogger("dpkit.server.rtc")
+
+
+class PersonaPeer:
+    """One session's peer connection on the server."""
+
+    def __init__(
+        self,
+        person: DigitalPerson,
+        addresses: tuple[str, ...] | None,
+        ice_servers: tuple[str, ...] = (),
+    ) -> None:
+        self._addresses = addresses
+        servers = [RTCIceServer(urls=url) for url in ice_servers]
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=servers or None))
+        persona = person.persona
+        self.video = PersonaVideoTrack(
+            persona.video_width, persona.video_height, persona.video_fps, renderer=person.renderer
+        )
+        self.audio = PersonaAudioTrack()
+        self._state = asyncio.Event()
+        self._tasks = TaskOwner("persona-peer")
+        self.user_tracks: list[MediaStreamTrack] = []
+        self.received_frames = {"audio": 0, "video": 0}
+        self._pc.on("connectionstatechange", self._state.set)
+        self._pc.on("track", self._on_track)
+
+    @property
+    def connection_state(self) -> str:
+        state: str = self._pc.connectionState
+        return state
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Apply the client's offer and return the answer SDP (with its candidates)."""
+        try:
+            with ice_addresses(self._addresses):
+                await self._pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+                self._pc.addTrack(self.audio)
+                self._pc.addTrack(self.video)
+                await self._pc.setLocalDescription(await self._pc.createAnswer())
+        except (ValueError, KeyError, IndexError) as exc:
+            raise ProtocolError(f"offer: the SDP is not usable: {exc}") from exc
+        description = self._pc.localDescription
+        assert description is not None
+        return str(description.sdp)
+
+    async def add_candidate(self, ice: Ice) -> None:
+        """Add a trickled candidate; the end of candidates needs nothing from aiortc."""
+        if ice.complete or not ice.candidate:
+            return
+        text = ice.candidate.removeprefix("candidate:")
+        try:
+            candidate = candidate_from_sdp(text)
+        except (ValueError, IndexError) as exc:
+            raise ProtocolError(f"ice: candidate is not valid: {ice.candidate!r}") from exc
+        candidate.sdpMid = ice.sdp_mid
+        candidate.sdpMLineIndex = ice.sdp_mline_index
+        with ice_addresses(self._addresses):
+            await self._pc.addIceCandidate(candidate)
+
+    async def wait_transport(self) -> bool:
+        """Wait until ICE and DTLS are connected (True) or have failed (False)."""
+        while True:
+            state = self._pc.connectionState
+            if state == "connected":
+                return True
+            if state in ("failed", "closed"):
+                return False
+            self._state.clear()
+            await self._state.wait()
+
+    async def wait_closed_or_failed(self) -> None:
+        """Return once the transport has failed or closed after being connected."""
+        while self._pc.connectionState not in ("failed", "closed"):
+            self._state.clear()
+            await self._state.wait()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        self.user_tracks.append(track)
+        self._tasks.spawn(self._drain(track), f"user-{track.kind}")
+
+    async def _drain(self, track: MediaStreamTrack) -> None:
+        """Read the user's media so it is decoded and counted (and never piles up)."""
+        try:
+            while True:
+                await track.recv()
+                self.received_frames[track.kind] += 1
+        except MediaStreamError:
+            return
+
+    async def close(self) -> None:
+        await self._tasks.close()
+        await self._pc.close()
+        self.video.stop()
+        self.audio.stop()

@@ -1,0 +1,242 @@
+"""The session socket: carries out what the server's session machine asks, over aiohttp and aiortc.
+
+One :class:`SignallingSession` per socket. It reserves a Digital Person, drives
+:class:`~dpkit.protocol.server.ServerSession` with the client's frames and its own happenings
+(offer answered, transport up or failed, timeouts, an end asked for by the server), and carries
+out the actions that come back. All protocol decisions live in the machine; this module only does
+the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from aiohttp import WSMsgType, web
+
+from dpkit.errors import ProtocolError
+from dpkit.protocol.actions import (
+    Action,
+    AddRemoteCandidate,
+    AnswerSceneRequest,
+    ClientEvent,
+    CloseSocket,
+    ReleaseSession,
+    SendFrame,
+    StartSession,
+)
+from dpkit.protocol.messages import (
+    Accepted,
+    DpkitEvent,
+    IceServer,
+    SceneResponse,
+    SessionSettings,
+    UserCamera,
+    serialize_frame,
+)
+from dpkit.protocol.server import CONNECTION_LOST, ServerPhase, ServerSession
+from dpkit.server.pool import DigitalPerson
+from dpkit.server.rtc import PersonaPeer
+from dpkit.tasks import TaskOwner
+
+if TYPE_CHECKING:
+    from dpkit.server.app import ServerState
+
+logger = logging.getLogger("dpkit.server")
+
+
+@dataclass
+class SessionInfo:
+    """What the server knows about one session, for logs, tests and (later) the journal."""
+
+    socket_id: str
+    key_id: str
+    opened_at: float
+    session_id: str | None = None
+    phase: str = ServerPhase.OPENED.value
+    ending: str | None = None
+    user_camera: bool | None = None
+    events: list[str] = field(default_factory=list)
+
+
+class SignallingSession:
+    """One session socket on the server."""
+
+    def __init__(self, state: ServerState, ws: web.WebSocketResponse, key_id: str) -> None:
+        self._state = state
+        self._ws = ws
+        self._machine = ServerSession()
+        self._person: DigitalPerson | None = None
+        self._peer: PersonaPeer | None = None
+        self._tasks = TaskOwner("session")
+        self._ended = asyncio.Event()
+        self.info = SessionInfo(secrets.token_hex(4), key_id, time.time())
+
+    @property
+    def session_id(self) -> str | None:
+        return self._machine.session_id
+
+    async def run(self) -> None:
+        """Serve the socket until the session ends, then release everything it held."""
+        try:
+            await self._serve()
+        finally:
+            await self._execute(self._machine.socket_closed())
+            await self._tasks.close()
+            if not self._ws.closed:
+                await self._ws.close()
+            # A task cancelled above may have been between its close frame and its release.
+            await self._release(self._machine.ending or CONNECTION_LOST)
+
+    async def end(self, reason: str) -> None:
+        """End the session from the server's side (``close {reason}`` then close the socket)."""
+        await self._execute(self._machine.end(reason))
+
+    async def _serve(self) -> None:
+        settings = self._state.settings
+        person = self._state.pool.try_acquire(self)
+        if person is None:
+            logger.info("socket %s: no Digital Person free, closing with noScene", self.info.socket_id)
+            await self._execute(self._machine.end("noScene"))
+            return
+        self._person = person
+        self._tasks.spawn(
+            self._deadline(settings.offer_timeout_s, ServerPhase.ESTABLISHED, "offer"), "offer-timeout"
+        )
+        await self._execute(
+            self._machine.persona_assigned(
+                tuple(IceServer((url,)) for url in settings.ice_servers),
+                SessionSettings(settings.microphone_mute_delay_ms, settings.log_to_server),
+            )
+        )
+        async for message in self._ws:
+            if message.type is WSMsgType.TEXT:
+                await self._execute(self._machine.receive_text(message.data))
+            elif message.type is WSMsgType.BINARY:
+                await self._execute(self._machine.receive_text(message.data))
+            if self._machine.phase is ServerPhase.CLOSED:
+                break
+
+    async def _deadline(self, seconds: float, phase: ServerPhase, what: str) -> None:
+        """End with ``sessionTimeout`` if the session is still in ``phase`` after ``seconds``."""
+        await asyncio.sleep(seconds)
+        if self._machine.phase is phase:
+            logger.info("socket %s: no %s within %.1f s", self.info.socket_id, what, seconds)
+            await self.end("sessionTimeout")
+
+    async def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            await self._carry_out(action)
+        self.info.phase = self._machine.phase.value
+
+    async def _carry_out(self, action: Action) -> None:
+        if isinstance(action, SendFrame):
+            if not self._ws.closed:
+                await self._ws.send_str(serialize_frame(action.frame))
+        elif isinstance(action, CloseSocket):
+            await self._ws.close()
+        elif isinstance(action, StartSession):
+            await self._start(action)
+        elif isinstance(action, AddRemoteCandidate):
+            if self._peer is not None:
+                try:
+                    await self._peer.add_candidate(action.ice)
+                except ProtocolError as exc:
+                    await self._notify_protocol_error(exc)
+        elif isinstance(action, AnswerSceneRequest):
+            await self._answer_scene_request(action)
+        elif isinstance(action, ClientEvent):
+            self._on_client_event(action)
+        elif isinstance(action, ReleaseSession):
+            await self._release(action.reason)
+
+    async def _start(self, action: StartSession) -> None:
+        """Load the persona (assets come later) and answer the offer; then watch the transport."""
+        assert self._person is not None
+        settings = self._state.settings
+        peer = PersonaPeer(self._person, settings.effective_ice_addresses, settings.ice_servers)
+        self._peer = peer
+        try:
+            answer_sdp = await peer.answer(action.offer.sdp)
+        except ProtocolError as exc:
+            await self._notify_protocol_error(exc)
+            await self.end("mediaStreamFailed")
+            return
+        session_id = self._new_session_id()
+        self.info.session_id = session_id
+        accepted = Accepted(
+            session_id=session_id,
+            resume_requested=False,
+            server=settings.node_id,
+            scene_id=f"{settings.node_id}-{self._person.index}",
+        )
+        self._state.sessions[session_id] = self
+        await self._execute(self._machine.session_started(accepted, answer_sdp))
+        self._tasks.spawn(self._watch_transport(peer), "transport")
+
+    def _new_session_id(self) -> str:
+        return f"{self._state.settings.node_id}-{secrets.token_hex(8)}"
+
+    async def _watch_transport(self, peer: PersonaPeer) -> None:
+        settings = self._state.settings
+        try:
+            async with asyncio.timeout(settings.connect_timeout_s):
+                connected = await peer.wait_transport()
+        except TimeoutError:
+            logger.info("session %s: transport not up within %.1f s", self.session_id, settings.connect_timeout_s)
+            await self.end("sessionTimeout")
+            return
+        if not connected:
+            await self._execute(self._machine.transport_failed())
+            return
+        await self._execute(self._machine.transport_connected())
+        logger.info("session %s: connected (%s)", self.session_id, self._person_label())
+        await peer.wait_closed_or_failed()
+        if self._machine.phase is ServerPhase.CONNECTED:
+            await self._execute(self._machine.transport_failed())
+
+    def _person_label(self) -> str:
+        person = self._person
+        return f"{person.persona.name} #{person.index}" if person is not None else "no persona"
+
+    async def _answer_scene_request(self, action: AnswerSceneRequest) -> None:
+        request = action.request
+        # Server rule: answer every request, or the browser waits for it forever.
+        response = SceneResponse(
+            request.name,
+            request.transaction,
+            1,
+            {"error": f"scene request {request.name!r} is not supported by this server yet"},
+        )
+        await self._carry_out(SendFrame(response))
+
+    def _on_client_event(self, action: ClientEvent) -> None:
+        event = action.event
+        self.info.events.append(type(event).NAME)
+        if isinstance(event, UserCamera):
+            self.info.user_camera = event.active
+
+    async def _notify_protocol_error(self, error: ProtocolError) -> None:
+        logger.warning("session %s: %s", self.session_id, error.message)
+        await self._carry_out(SendFrame(DpkitEvent("protocolError", {"message": error.message})))
+
+    async def _release(self, reason: str) -> None:
+        """Free the Digital Person and record the ending once; close the peer connection."""
+        if self.info.ending is None:
+            self.info.ending = reason
+            if self.session_id is not None and self._state.sessions.get(self.session_id) is self:
+                del self._state.sessions[self.session_id]
+            if self._person is not None:
+                self._state.pool.release(self._person)
+                self._person = None
+            self._state.ended.append(self.info)
+            if self.session_id is not None:
+                logger.info("session %s: ended (%s)", self.session_id, reason)
+            self._ended.set()
+        if self._peer is not None:
+            peer, self._peer = self._peer, None
+            await peer.close()

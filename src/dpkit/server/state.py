@@ -1,0 +1,37 @@
+"""What the running server holds: settings, keys, the pool and the live sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from dpkit.server.keys import KeyStore
+from dpkit.server.pool import DigitalPersonPool
+from dpkit.server.settings import Settings
+from dpkit.server.tokens import TokenSigner
+
+if TYPE_CHECKING:
+    from dpkit.server.signalling import SessionInfo, SignallingSession
+
+
+@dataclass
+class ServerState:
+    """The server's live state, built by the lifespan and dropped at shutdown."""
+
+    settings: Settings
+    keys: KeyStore
+    signer: TokenSigner
+    pool: DigitalPersonPool
+    #: Every open session socket.
+    live: set[SignallingSession] = field(default_factory=set)
+    #: Accepted sessions by session id.
+    sessions: dict[str, SignallingSession] = field(default_factory=dict)
+    #: Sessions that have ended, oldest first (the journal comes later).
+    ended: list[SessionInfo] = field(default_factory=list)
+    telemetry_batches: int = 0
+    closing: bool = False
+
+
+STATE = web.AppKey("dpkit_state", ServerState)
