@@ -240,8 +240,8 @@ class FaceRenderer:
     def render_pose(self, pose: FacePose, convert: PixelConverter | None = None) -> U8:
         """The frame for ``pose``, passed through ``convert`` if given; cached and read-only.
 
-        Converted frames are cached under the converter, so pass the same function object each
-        time (a module-level function, not a fresh lambda).
+        Converted frames are cached under the converter, so pass converters that compare equal
+        each time (the same function, not a fresh lambda).
         """
 
         def build() -> U8:

@@ -4,21 +4,23 @@ Frames go out as YUV 4:2:0, the layout the VP8 and H.264 encoders want; handing 
 make the encoder convert every frame. The conversion result is cached in the renderer next to the
 pose, so a repeated pose costs one copy into a fresh ``av.VideoFrame``.
 
-A fresh frame per ``recv()`` matters: aiortc encodes in a worker thread, reads ``pts`` and
-``time_base`` from the frame and may set ``pict_type`` on it to force a keyframe, so one frame
-object must never be handed out twice. ``VideoFrame.from_ndarray`` copies the pixels, which leaves
-the cached array untouched.
+A fresh frame per ``recv()`` matters: aiortc encodes in a worker thread, sets ``pict_type`` on
+the frame to force keyframes, and PyAV's encoder rewrites the frame's ``pts`` and ``time_base``
+into the codec's own time base, so one frame object must never be handed out twice.
+``VideoFrame.from_ndarray`` copies the pixels, which leaves the cached array untouched.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import av
 import numpy as np
 import numpy.typing as npt
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av.video.reformatter import VideoReformatter
 
 from dpkit.media.clock import MediaClock
 from dpkit.media.face import FaceRenderer
@@ -27,10 +29,23 @@ VIDEO_CLOCK_RATE = 90000
 MAX_FPS = 60.0
 
 
-def rgb_to_yuv420p(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-    """Convert an RGB frame to PyAV's packed YUV 4:2:0 array (``height * 3 / 2`` rows)."""
-    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-    return np.asarray(frame.reformat(format="yuv420p").to_ndarray(), dtype=np.uint8)
+@dataclass(frozen=True)
+class Yuv420pConverter:
+    """Converts RGB frames to PyAV's packed YUV 4:2:0 array (``height * 3 / 2`` rows).
+
+    It keeps its own swscale context: ``VideoFrame.reformat`` builds a new one for every new
+    frame, which doubles the cost. All instances compare equal, so tracks sharing a renderer
+    share its cache of converted frames while each converts with its own context.
+    """
+
+    _reformatter: VideoReformatter = field(
+        default_factory=VideoReformatter, compare=False, repr=False
+    )
+
+    def __call__(self, rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        yuv = self._reformatter.reformat(frame, format="yuv420p")
+        return np.asarray(yuv.to_ndarray(), dtype=np.uint8)
 
 
 class PersonaVideoTrack(MediaStreamTrack):
@@ -76,6 +91,7 @@ class PersonaVideoTrack(MediaStreamTrack):
         self._renderer = renderer
         self._mouth = mouth
         self._clock = clock
+        self._convert = Yuv420pConverter()
 
     @property
     def width(self) -> int:
@@ -104,7 +120,7 @@ class PersonaVideoTrack(MediaStreamTrack):
         pts, time_base = await self._clock.next_timestamp()
         mouth_open = self._mouth() if self._mouth is not None else 0.0
         pose = self._renderer.pose(pts / VIDEO_CLOCK_RATE, mouth_open)
-        pixels = self._renderer.render_pose(pose, rgb_to_yuv420p)
+        pixels = self._renderer.render_pose(pose, self._convert)
         frame = av.VideoFrame.from_ndarray(pixels, format="yuv420p")
         frame.pts = pts
         frame.time_base = time_base

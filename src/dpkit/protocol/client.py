@@ -296,9 +296,13 @@ class ClientSession:
         """The session ends: a pending connect fails, a connected one reports its reason."""
         if before is P.CONNECTED:
             assert self.session_id is not None
-            self.state.reset()
-            return [SessionEnded(self.session_id, reason)]
+            return [*self._reset_state(), SessionEnded(self.session_id, reason)]
         return [ConnectFailed(error)]
+
+    def _reset_state(self) -> list[Action]:
+        """Back to Disconnected, reported like any other change so listeners see it."""
+        changed = self.state.reset()
+        return [] if changed is None else [StateChanged(changed)]
 
     # --- handlers, one per input ------------------------------------------------------------
 
@@ -368,6 +372,7 @@ class ClientSession:
         if before is not P.IDLE:
             actions.append(SendFrame(self._stamp(Close(NORMAL))))
         actions.append(CloseSocket())
+        actions.extend(self._reset_state())
         if before is not P.CONNECTED:
             actions.append(
                 ConnectFailed(
@@ -376,7 +381,6 @@ class ClientSession:
             )
         elif self.session_id is not None:
             actions.append(SessionEnded(self.session_id, NORMAL))
-        self.state.reset()
         return actions
 
     def _on_malformed(self, before: ClientPhase, payload: object) -> list[Action]:

@@ -537,6 +537,9 @@ def parse_frame(text: str | bytes) -> Frame:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"frame is not JSON: {exc.msg} at position {exc.pos}") from exc
+    except (ValueError, RecursionError) as exc:
+        # Over-long integers and deep nesting are valid JSON that json refuses to decode.
+        raise ProtocolError(f"frame is not usable JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ProtocolError(f"frame must be a JSON object, got {type(data).__name__}")
     envelope = _Body("frame", data)

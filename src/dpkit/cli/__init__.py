@@ -1,0 +1,56 @@
+"""The ``dpkit`` command: ``serve``, ``connect`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from dpkit import __version__
+from dpkit.cli import connect, demo, serve
+
+DESCRIPTION = """\
+dpkit connects people to a Digital Person: a real-time, talking, animated persona.
+
+  dpkit serve      run a server that hosts Digital Persons (the Web SDK connects to it too)
+  dpkit connect    connect to a Digital Person and show the connection's progress
+  dpkit demo       both at once: a server on a free port and a client connected to it
+
+Run 'dpkit COMMAND --help' for a command's options.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dpkit",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"dpkit {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="how much to log to stderr (default: WARNING)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve.add_parser(commands)
+    connect.add_parser(commands)
+    demo.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

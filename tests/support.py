@@ -1,0 +1,33 @@
+"""Test support: the time unit and settings for real servers on loopback."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from dpkit.server import DpkitServer, PersonaSettings, Settings
+
+#: Every duration in the tests is a multiple of this (seconds); raise it on a slow machine.
+UNIT = float(os.environ.get("DPKIT_TEST_UNIT", "1.0"))
+
+ServerFactory = Callable[..., Any]
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "data_dir": data_dir,
+        "capacity": 2,
+        "ice_addresses": ("127.0.0.1",),
+        "persona": PersonaSettings(video_width=320, video_height=240, video_fps=15),
+        "offer_timeout_s": 10 * UNIT,
+        "connect_timeout_s": 10 * UNIT,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
