@@ -76,7 +76,7 @@ async def test_fractional_periods_round_each_timestamp() -> None:
 @pytest.mark.parametrize(("rate", "period"), [(0, 0.02), (48000, 0.0), (48000, float("nan"))])
 def test_invalid_clock_parameters_are_rejected(rate: int, period: float) -> None:
     """A non-positive rate or a non-positive or NaN period raises ValueError."""
-    with pytest.raises(ValueError, match="clock rate|frame period"):
+    with pytest.raises(ValueError, match=r"clock rate|frame period"):
         MediaClock(rate, period)
 
 

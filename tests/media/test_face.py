@@ -6,15 +6,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from dpkit.media.face import EYE_LEVELS, MOUTH_LEVELS, BLINK_DURATION, FacePose, FaceRenderer
+from dpkit.media.face import BLINK_DURATION, EYE_LEVELS, MOUTH_LEVELS, FacePose, FaceRenderer
 
 U8 = npt.NDArray[np.uint8]
 
 
 def _closed_times(renderer: FaceRenderer, seconds: float, step: float = 0.005) -> list[float]:
-    return [
-        t for t in np.arange(0.0, seconds, step).tolist() if renderer.blink_openness(t) == 0.0
-    ]
+    return [t for t in np.arange(0.0, seconds, step).tolist() if renderer.blink_openness(t) == 0.0]
 
 
 def _whites(frame: U8) -> int:
@@ -184,5 +182,5 @@ def test_cache_is_bounded() -> None:
 )
 def test_out_of_range_poses_are_rejected(pose: FacePose) -> None:
     """draw() refuses offsets beyond the sway range and levels beyond the quantisation."""
-    with pytest.raises(ValueError, match="offset|level"):
+    with pytest.raises(ValueError, match=r"offset|level"):
         FaceRenderer(640, 480).draw(pose)

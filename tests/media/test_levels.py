@@ -69,7 +69,7 @@ def test_planar_float_stereo_is_converted_and_averaged() -> None:
 
 
 def test_opus_round_trip_yields_packed_stereo_3db_down() -> None:
-    """aiortc's Opus decoder yields packed s16 stereo; mono sent through aiortc arrives 3 dB down."""
+    """aiortc decodes Opus to packed s16 stereo; mono sent through aiortc arrives 3 dB down."""
     encoder, decoder = OpusEncoder(), OpusDecoder()
     sent = np.round(_sine(3276.7, 960 * 25)).astype(np.int16)
     received = []

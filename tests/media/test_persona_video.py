@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fractions
+from collections.abc import Callable
 
 import av
 import numpy as np
@@ -16,9 +17,13 @@ from dpkit.media.persona_video import PersonaVideoTrack, Yuv420pConverter
 from .fakes import FakeTime
 
 
-def _track(fps: float = 15.0, **kwargs: object) -> PersonaVideoTrack:
+def _track(
+    fps: float = 15.0,
+    renderer: FaceRenderer | None = None,
+    mouth: Callable[[], float] | None = None,
+) -> PersonaVideoTrack:
     clock = FakeTime().clock(90000, 1 / fps)
-    return PersonaVideoTrack(320, 240, fps, clock=clock, **kwargs)  # type: ignore[arg-type]
+    return PersonaVideoTrack(320, 240, fps, renderer, mouth, clock=clock)
 
 
 async def test_frames_have_the_configured_size_and_format() -> None:
@@ -40,7 +45,7 @@ async def test_pts_advance_by_the_frame_period(fps: float, step: int) -> None:
 
 
 async def test_each_frame_is_a_fresh_copy() -> None:
-    """Frames of a repeated pose are distinct objects; scribbling on one leaves later ones intact."""
+    """Frames of a repeated pose are distinct; scribbling on one leaves later ones intact."""
     renderer = FaceRenderer(320, 240)
     first = await _track(renderer=renderer).recv()
     reference = first.to_ndarray().copy()

@@ -52,11 +52,12 @@ async def test_tone_is_continuous_across_frames() -> None:
 
 
 @pytest.mark.parametrize(
-    ("frequency", "level", "rate"), [(0.0, -20.0, 48000), (30000.0, -20.0, 48000), (440.0, 1.0, 48000), (440.0, -20.0, 44110)]
+    ("frequency", "level", "rate"),
+    [(0.0, -20.0, 48000), (30000.0, -20.0, 48000), (440.0, 1.0, 48000), (440.0, -20.0, 44110)],
 )
 def test_invalid_tone_settings_are_rejected(frequency: float, level: float, rate: int) -> None:
     """Frequencies outside (0, Nyquist), levels above 0 dBFS and odd rates raise ValueError."""
-    with pytest.raises(ValueError, match="tone|sample rate"):
+    with pytest.raises(ValueError, match=r"tone|sample rate"):
         ToneAudioTrack(frequency, level, rate)
 
 

@@ -30,6 +30,7 @@ ROOM_TONE_SECONDS = 4.0
 SampleSource = Callable[[int], npt.NDArray[np.int16]]
 
 
+# Synthesised once per process and shared: every track plays the same read-only loop.
 @functools.lru_cache(maxsize=4)
 def room_tone(
     seconds: float = ROOM_TONE_SECONDS, level_dbfs: float = ROOM_TONE_DBFS, seed: int = 0

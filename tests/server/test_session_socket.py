@@ -1,0 +1,245 @@
+"""The session socket spoken to frame by frame: server rules, bad frames, scene requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from dpkit import Scene
+from dpkit.protocol.messages import (
+    Accepted,
+    Answer,
+    Close,
+    Connected,
+    DpkitEvent,
+    Established,
+    Frame,
+    Offer,
+    SceneResponse,
+    parse_frame,
+    serialize_frame,
+)
+from dpkit.rtc import ice_addresses
+from dpkit.server import DpkitServer
+from tests.support import UNIT, ServerFactory
+
+
+class RawClient:
+    """A session socket driven by hand, with a real aiortc peer connection for the media."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.pc = RTCPeerConnection()
+
+    async def send(self, frame: Frame | str) -> None:
+        await self.ws.send_str(frame if isinstance(frame, str) else serialize_frame(frame))
+
+    async def receive(self) -> Frame | None:
+        """The next frame, or None once the server closed the socket."""
+        message = await asyncio.wait_for(self.ws.receive(), 10 * UNIT)
+        if message.type is not aiohttp.WSMsgType.TEXT:
+            return None
+        return parse_frame(message.data)
+
+    async def offer(self) -> None:
+        self.pc.addTransceiver("audio", "sendrecv")
+        self.pc.addTransceiver("video", "sendrecv")
+        with ice_addresses(["127.0.0.1"]):
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+        assert self.pc.localDescription is not None
+        await self.send(Offer(self.pc.localDescription.sdp))
+
+    async def answer(self, sdp: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
+
+
+async def token_for(http: aiohttp.ClientSession, server: DpkitServer) -> dict[str, Any]:
+    async with http.get(server.url + "/api/token", headers={"key": server.api_key()}) as reply:
+        data: dict[str, Any] = await reply.json()
+        return data
+
+
+@asynccontextmanager
+async def raw_client(server: DpkitServer) -> AsyncIterator[RawClient]:
+    async with aiohttp.ClientSession() as http:
+        token = await token_for(http, server)
+        async with http.ws_connect(token["url"], params={"access_token": token["jwt"]}) as ws:
+            client = RawClient(ws)
+            try:
+                yield client
+            finally:
+                await client.pc.close()
+
+
+async def test_session_frames_come_in_the_protocol_order(server: DpkitServer) -> None:
+    """established first; accepted, answer, then connected with accepted's session id."""
+    async with raw_client(server) as client:
+        established = await client.receive()
+        assert isinstance(established, Established)
+        await client.offer()
+        accepted, answer = await client.receive(), await client.receive()
+        assert isinstance(accepted, Accepted)
+        assert isinstance(answer, Answer)
+        await client.answer(answer.sdp)
+        connected = await client.receive()
+        assert isinstance(connected, Connected)
+        assert connected.session_id == accepted.session_id
+        assert list(server.state.sessions) == [accepted.session_id]
+        assert accepted.server == server.settings.node_id
+
+
+async def test_answer_carries_persona_audio_and_video_on_one_stream(server: DpkitServer) -> None:
+    """The answer's persona media sections share one msid stream id (the browser needs it)."""
+    async with raw_client(server) as client:
+        await client.receive()
+        await client.offer()
+        await client.receive()
+        answer = await client.receive()
+        assert isinstance(answer, Answer)
+        msids = [line.split()[0] for line in answer.sdp.splitlines() if line.startswith("a=msid:")]
+        assert len(msids) == 2
+        assert len(set(msids)) == 1
+
+
+async def test_busy_server_sends_close_no_scene_before_closing(
+    start_server: ServerFactory,
+) -> None:
+    """With no Digital Person free, the socket gets close {noScene} and only then closes."""
+    server = await start_server(capacity=1)
+    holder = Scene(server.api_key(), requested_media_devices={}, required_media_devices={})
+    await holder.connect()
+    try:
+        async with raw_client(server) as client:
+            frames = [await client.receive(), await client.receive()]
+            assert frames == [Close("noScene"), None]
+    finally:
+        await holder.disconnect()
+
+
+async def test_malformed_frames_get_a_protocol_error_and_the_session_goes_on(
+    server: DpkitServer,
+) -> None:
+    """Each malformed frame is answered with dpkit/protocolError; the socket stays open."""
+    async with raw_client(server) as client:
+        assert isinstance(await client.receive(), Established)
+        bad = [
+            "this is not json",
+            "[1, 2, 3]",
+            json.dumps({"category": "webrtc", "kind": "event", "body": {}}),
+            json.dumps({"category": "webrtc", "kind": "event", "name": "offer", "body": {}}),
+            json.dumps({"category": "webrtc", "kind": "event", "name": "answer", "body": {"sdp": "x"}}),
+        ]
+        messages = []
+        for text in bad:
+            await client.send(text)
+            reply = await client.receive()
+            assert isinstance(reply, DpkitEvent)
+            assert reply.name == "protocolError"
+            messages.append(reply.body["message"])
+        assert "not JSON" in messages[0]
+        assert "JSON object" in messages[1]
+        assert "'name'" in messages[2]
+        assert "'sdp'" in messages[3]
+        assert "unexpected server-only frame" in messages[4]
+        # The same socket still completes a session.
+        await client.offer()
+        assert isinstance(await client.receive(), Accepted)
+
+
+async def test_unknown_frames_are_ignored_and_scene_requests_always_answered(
+    server: DpkitServer,
+) -> None:
+    """Unknown categories and names are ignored; an unsupported scene request gets status != 0."""
+    async with raw_client(server) as client:
+        assert isinstance(await client.receive(), Established)
+        await client.send(json.dumps({"category": "mystery", "kind": "event", "name": "x", "body": {}}))
+        await client.send(json.dumps({"category": "webrtc", "kind": "event", "name": "newThing"}))
+        await client.send(
+            json.dumps(
+                {
+                    "category": "scene",
+                    "kind": "request",
+                    "name": "teleport",
+                    "transaction": "scene_7",
+                    "body": {"personaId": 1},
+                }
+            )
+        )
+        reply = await client.receive()
+        assert isinstance(reply, SceneResponse)
+        assert (reply.name, reply.transaction) == ("teleport", "scene_7")
+        assert reply.status != 0
+
+
+async def test_a_misbehaving_client_does_not_stop_other_sessions(server: DpkitServer) -> None:
+    """While one socket sends garbage, a Python client connects and disconnects normally."""
+    async with raw_client(server) as client:
+        assert isinstance(await client.receive(), Established)
+        for _ in range(20):
+            await client.send("{broken")
+        scene = Scene(server.api_key(), requested_media_devices={}, required_media_devices={})
+        session_id = await scene.connect()
+        assert scene.is_connected()
+        await scene.disconnect()
+        assert session_id in [info.session_id for info in server.state.ended]
+
+
+async def test_token_endpoint_answers_cors_preflight_for_the_key_header(
+    server: DpkitServer,
+) -> None:
+    """A page on another origin may send the key header: the preflight allows it."""
+    async with aiohttp.ClientSession() as http:
+        async with http.options(
+            server.url + "/api/token",
+            headers={
+                "Origin": "http://example.test:9000",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "key",
+            },
+        ) as reply:
+            assert reply.status == 204
+            assert reply.headers["Access-Control-Allow-Origin"] == "http://example.test:9000"
+            assert "key" in reply.headers["Access-Control-Allow-Headers"]
+        async with http.get(
+            server.url + "/api/token",
+            headers={"key": server.api_key(), "Origin": "http://example.test:9000"},
+        ) as reply:
+            assert reply.headers["Access-Control-Allow-Origin"] == "http://example.test:9000"
+            data = await reply.json()
+            assert data["url"].startswith("ws://127.0.0.1:")
+            assert data["jwt"].count(".") == 2
+
+
+async def test_token_endpoint_errors_are_json_without_url_or_jwt(server: DpkitServer) -> None:
+    """The Web SDK never checks the status: errors are JSON with 'error' and no url/jwt."""
+    async with aiohttp.ClientSession() as http:
+        for headers in ({}, {"key": "garbage"}):
+            async with http.get(server.url + "/api/token", headers=headers) as reply:
+                data = await reply.json()
+                assert set(data) == {"error"}
+
+
+async def test_telemetry_endpoints_answer(server: DpkitServer) -> None:
+    """The telemetry token is issued for a session token; traces posted with it are accepted."""
+    async with aiohttp.ClientSession() as http:
+        token = await token_for(http, server)
+        auth = {"Authorization": f"Bearer {token['jwt']}"}
+        async with http.get(server.url + "/api/telemetry/jwt", headers=auth) as reply:
+            data = await reply.json()
+        assert data["success"] is True
+        traces = {"Authorization": f"Bearer {data['telemetryJwt']}"}
+        async with http.post(
+            server.url + "/api/telemetry/v1/traces", headers=traces, json={"resourceSpans": []}
+        ) as reply:
+            assert reply.status == 200
+        async with http.get(
+            server.url + "/api/telemetry/jwt", headers={"Authorization": "Bearer nope"}
+        ) as reply:
+            assert await reply.json() == {"success": False}
+    assert server.state.telemetry_batches == 1

@@ -1,0 +1,111 @@
+"""The dpkit command: help text, and a real connect with --json against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dpkit.cli import build_parser
+from dpkit.server import DpkitServer
+
+COMMANDS = ["serve", "connect", "demo"]
+
+
+@pytest.mark.parametrize("argv", [[], *[[command] for command in COMMANDS]])
+def test_every_help_is_complete(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`dpkit --help` lists every command; each command's help describes its options."""
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([*argv, "--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    if not argv:
+        assert all(command in text for command in COMMANDS)
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("--") and "  " not in stripped and "," not in stripped:
+            # An option line with no help text on it must have help on the next line.
+            assert line.startswith("  ")
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dpkit",
+        *args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_connect_json_reports_each_state_then_the_disconnection(
+    server: DpkitServer,
+) -> None:
+    """--json writes one object per state change, the connection and the disconnection."""
+    code, out, err = await run_cli(
+        "connect", server.api_key(), "--json", "--duration", "1", "--devices", "none",
+        "--request", "none", "--require", "none",
+    )
+    assert code == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    states = [(e["name"], e["percentageLoaded"]) for e in events if e["event"] == "state"]
+    assert states == [
+        ("SearchingForDigitalPerson", 25),
+        ("DownloadingAssets", 50),
+        ("ConnectingToDigitalPerson", 75),
+        ("Connected", 100),
+        ("Disconnected", 0),
+    ]
+    connected = next(e for e in events if e["event"] == "connected")
+    assert connected["sessionId"] in [info.session_id for info in server.state.ended]
+    assert set(connected["stepsMs"]) >= {"SearchingForDigitalPerson", "DownloadingAssets"}
+    assert events[-1]["event"] == "disconnected" or events[-2]["event"] == "disconnected"
+
+
+async def test_connect_failure_shows_name_message_and_advice(server: DpkitServer) -> None:
+    """A failed connect prints the error's name, its message and what to do; exit status 1."""
+    key = server.api_key()
+    await server.stop()
+    code, out, err = await run_cli("connect", key)
+    assert code == 1
+    assert "serverConnectionFailed" in err
+    assert "cannot reach the token endpoint" in err
+    assert "different network" in err
+
+
+async def test_required_microphone_missing_fails_before_any_socket(server: DpkitServer) -> None:
+    """No devices but a required microphone (the default): noUserMedia, and no socket opened."""
+    code, _out, err = await run_cli("connect", server.api_key(), "--devices", "none")
+    assert code == 1
+    assert "noUserMedia" in err
+    assert "the user microphone and/or camera is not available" in err
+    assert "unblock the devices" in err
+    assert server.state.ended == []
+
+
+async def test_connect_json_failure_is_one_error_object(server: DpkitServer) -> None:
+    """With --json a failure is one JSON line with name, message and advice."""
+    key = server.api_key()
+    await server.stop()
+    code, out, _err = await run_cli("connect", key, "--json", "--devices", "none")
+    assert code == 1
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["event"] for e in events] == ["error"]
+    assert events[0]["name"] == "serverConnectionFailed"
+    assert events[0]["advice"]
+
+
+async def test_bad_arguments_exit_2() -> None:
+    """An unknown device name is a usage error naming the option."""
+    code, _out, err = await run_cli("connect", "key", "--request", "nose")
+    assert code == 2
+    assert "--request: unknown device nose" in err
