@@ -16,10 +16,13 @@ from tests.support import ServerFactory, make_settings
 @pytest.fixture
 async def start_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
     """Start real servers on 127.0.0.1 port 0; every one is stopped when the test ends."""
+    started = 0
     async with AsyncExitStack() as stack:
 
         async def start(**overrides: Any) -> DpkitServer:
-            data_dir = tmp_path / f"data{len(stack._exit_callbacks)}"
+            nonlocal started
+            started += 1
+            data_dir = tmp_path / f"data{started}"
             server = DpkitServer(make_settings(data_dir, **overrides))
             return await stack.enter_async_context(server)
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dpkit.server import DpkitServer, PersonaSettings, Settings
+from dpkit.server import PersonaSettings, Settings
 
 #: Every duration in the tests is a multiple of this (seconds); raise it on a slow machine.
 UNIT = float(os.environ.get("DPKIT_TEST_UNIT", "1.0"))
@@ -29,5 +28,3 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
-
-

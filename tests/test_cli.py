@@ -52,8 +52,17 @@ async def test_connect_json_reports_each_state_then_the_disconnection(
 ) -> None:
     """--json writes one object per state change, the connection and the disconnection."""
     code, out, err = await run_cli(
-        "connect", server.api_key(), "--json", "--duration", "1", "--devices", "none",
-        "--request", "none", "--require", "none",
+        "connect",
+        server.api_key(),
+        "--json",
+        "--duration",
+        "1",
+        "--devices",
+        "none",
+        "--request",
+        "none",
+        "--require",
+        "none",
     )
     assert code == 0, err
     events = [json.loads(line) for line in out.splitlines()]
@@ -75,7 +84,7 @@ async def test_connect_failure_shows_name_message_and_advice(server: DpkitServer
     """A failed connect prints the error's name, its message and what to do; exit status 1."""
     key = server.api_key()
     await server.stop()
-    code, out, err = await run_cli("connect", key)
+    code, _out, err = await run_cli("connect", key)
     assert code == 1
     assert "serverConnectionFailed" in err
     assert "cannot reach the token endpoint" in err

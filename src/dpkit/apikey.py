@@ -36,7 +36,9 @@ def decode_api_key(text: str) -> ApiKey:
         raw = base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), validate=True)
         data = json.loads(raw.decode("utf-8"))
     except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError, ValueError):
-        raise ConfigurationError("the API key is not base64-encoded JSON (broken API key)") from None
+        raise ConfigurationError(
+            "the API key is not base64-encoded JSON (broken API key)"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigurationError("the API key does not hold a JSON object")
     auth_server = data.get("authServer")

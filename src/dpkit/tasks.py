@@ -37,7 +37,7 @@ class TaskOwner:
         if not task.cancelled() and task.exception() is not None:
             logger.error("%s failed", task.get_name(), exc_info=task.exception())
 
-    async def close(self, timeout: float = 5.0) -> None:
+    async def close(self, grace_s: float = 5.0) -> None:
         """Cancel every task and wait (bounded) for them to finish. Idempotent."""
         self._closed = True
         current = asyncio.current_task()
@@ -45,4 +45,4 @@ class TaskOwner:
         for task in pending:
             task.cancel()
         if pending:
-            await asyncio.wait(pending, timeout=timeout)
+            await asyncio.wait(pending, timeout=grace_s)

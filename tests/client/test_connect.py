@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import av
 import numpy as np
 import pytest
 
-from tests.support import UNIT, ServerFactory
 from dpkit import (
     ConnectionStateData,
     ConnectionStateName,
@@ -19,6 +19,7 @@ from dpkit import (
 )
 from dpkit.media.levels import audio_frame_to_mono, rms_dbfs
 from dpkit.server import DpkitServer
+from tests.support import UNIT, ServerFactory
 
 NO_DEVICES: dict[str, bool] = {}
 
@@ -230,9 +231,7 @@ async def test_no_socket_server_gives_server_connection_failed(server: DpkitServ
         ("eyJmb28iOiAxfQ==", "Invalid API key: the API key has no http(s) 'authServer'"),
     ],
 )
-async def test_malformed_api_key_gives_server_connection_failed(
-    api_key: str, message: str
-) -> None:
+async def test_malformed_api_key_gives_server_connection_failed(api_key: str, message: str) -> None:
     """An API key that is not base64 JSON with authServer fails before any request."""
     scene = Scene(api_key, requested_media_devices=NO_DEVICES, required_media_devices=NO_DEVICES)
     with pytest.raises(ServerConnectionFailed) as caught:
@@ -275,9 +274,8 @@ async def test_connect_twice_is_an_invalid_state(server: DpkitServer) -> None:
         await scene.disconnect()
 
 
-async def wait_for(condition: object, timeout: float = 5 * UNIT) -> None:
-    """Poll a condition the server updates from its own tasks (no event to await there)."""
-    assert callable(condition)
-    async with asyncio.timeout(timeout):
-        while not condition():
+async def wait_for(condition: Callable[[], bool], within: float = 5 * UNIT) -> None:
+    """Poll a condition on the server's state, which offers no event to await."""
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 - polling server state from the test's side
             await asyncio.sleep(0.01)

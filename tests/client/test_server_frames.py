@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 import aiohttp
 import pytest
@@ -29,16 +29,17 @@ UNKNOWN_FRAMES = [
 ]
 
 
-async def relay(server: DpkitServer, inject: Injector) -> AsyncIterator[str]:
+async def relay(server: DpkitServer, inject: Injector) -> AsyncGenerator[str, None]:
     """Run a relay; yield its session socket URL."""
 
     async def handle(request: web.Request) -> web.WebSocketResponse:
         downstream = web.WebSocketResponse()
         await downstream.prepare(request)
         url = server.url.replace("http://", "ws://") + "/session"
-        async with aiohttp.ClientSession() as http, http.ws_connect(
-            url, params=dict(request.query)
-        ) as upstream:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(url, params=dict(request.query)) as upstream,
+        ):
 
             async def up() -> None:
                 async for message in downstream:
@@ -72,9 +73,10 @@ async def relay(server: DpkitServer, inject: Injector) -> AsyncIterator[str]:
 
 
 async def session_token(server: DpkitServer) -> str:
-    async with aiohttp.ClientSession() as http, http.get(
-        server.url + "/api/token", headers={"key": server.api_key()}
-    ) as reply:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(server.url + "/api/token", headers={"key": server.api_key()}) as reply,
+    ):
         jwt: str = (await reply.json())["jwt"]
         return jwt
 

@@ -388,7 +388,10 @@ BROWSER_FRAMES: list[tuple[str, Frame]] = [
         ),
         UpdateOffer(SDP, session_id="s-old"),
     ),
-    (_webrtc("videoBounds", {"width": 640.0, "height": 480, "sessionId": "s1"}), VideoBounds(640, 480, "s1")),
+    (
+        _webrtc("videoBounds", {"width": 640.0, "height": 480, "sessionId": "s1"}),
+        VideoBounds(640, 480, "s1"),
+    ),
     (_webrtc("userCamera", {"active": True, "sessionId": "s1"}), UserCamera(True, None, "s1")),
     (_webrtc("videoStarted", {"sessionId": "s1"}), VideoStarted("s1")),
     (_webrtc("keepAlive", {}), KeepAlive()),

@@ -133,7 +133,9 @@ async def test_malformed_frames_get_a_protocol_error_and_the_session_goes_on(
             "[1, 2, 3]",
             json.dumps({"category": "webrtc", "kind": "event", "body": {}}),
             json.dumps({"category": "webrtc", "kind": "event", "name": "offer", "body": {}}),
-            json.dumps({"category": "webrtc", "kind": "event", "name": "answer", "body": {"sdp": "x"}}),
+            json.dumps(
+                {"category": "webrtc", "kind": "event", "name": "answer", "body": {"sdp": "x"}}
+            ),
         ]
         messages = []
         for text in bad:
@@ -158,7 +160,9 @@ async def test_unknown_frames_are_ignored_and_scene_requests_always_answered(
     """Unknown categories and names are ignored; an unsupported scene request gets status != 0."""
     async with raw_client(server) as client:
         assert isinstance(await client.receive(), Established)
-        await client.send(json.dumps({"category": "mystery", "kind": "event", "name": "x", "body": {}}))
+        await client.send(
+            json.dumps({"category": "mystery", "kind": "event", "name": "x", "body": {}})
+        )
         await client.send(json.dumps({"category": "webrtc", "kind": "event", "name": "newThing"}))
         await client.send(
             json.dumps(

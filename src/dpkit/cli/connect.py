@@ -183,7 +183,9 @@ class ConsoleReporter:
         self._progress = Progress(
             TextColumn("{task.description:<28}"),
             BarColumn(bar_width=30),
-            TextColumn("{task.percentage:>3.0f}%  step {task.fields[step]}/{task.fields[total_steps]}"),
+            TextColumn(
+                "{task.percentage:>3.0f}%  step {task.fields[step]}/{task.fields[total_steps]}"
+            ),
             console=console,
             transient=False,
         )

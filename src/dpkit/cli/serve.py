@@ -37,7 +37,9 @@ def add_parser(commands: Any) -> None:
 def add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="a TOML settings file")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port to listen on; 0 picks a free one (default 8080)")
+    parser.add_argument(
+        "--port", type=int, help="port to listen on; 0 picks a free one (default 8080)"
+    )
     parser.add_argument("--data-dir", type=Path, help="where keys and state live")
     parser.add_argument("--capacity", type=int, help="Digital Persons run at once (default 4)")
     parser.add_argument(
@@ -96,9 +98,11 @@ async def serve(settings: Settings, console: Console) -> int:
 def print_banner(server: DpkitServer, console: Console) -> None:
     settings = server.settings
     console.print(f"[bold]dpkit serve[/bold] on {server.url}")
-    console.print(f"  Digital Persons: {settings.capacity} x {settings.persona.name} "
-                  f"({settings.persona.video_width}x{settings.persona.video_height} "
-                  f"@ {settings.persona.video_fps:g} fps)")
+    console.print(
+        f"  Digital Persons: {settings.capacity} x {settings.persona.name} "
+        f"({settings.persona.video_width}x{settings.persona.video_height} "
+        f"@ {settings.persona.video_fps:g} fps)"
+    )
     console.print(f"  data directory:  {settings.data_dir}")
     console.print(f"  ICE addresses:   {', '.join(settings.effective_ice_addresses or ('all',))}")
     console.print(f"  API key:         {server.api_key()}", soft_wrap=True)

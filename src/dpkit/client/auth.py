@@ -27,9 +27,10 @@ async def fetch_token(api_key: str, *, session_id: str | None = None) -> Session
         raise ServerConnectionFailed(f"Invalid API key: {exc.message}") from None
     params = {"sessionId": session_id} if session_id else None
     try:
-        async with aiohttp.ClientSession() as http, http.get(
-            key.auth_server, headers={"key": api_key}, params=params
-        ) as response:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(key.auth_server, headers={"key": api_key}, params=params) as response,
+        ):
             text = await response.text()
     except (aiohttp.ClientError, OSError) as exc:
         raise ServerConnectionFailed(

@@ -1,4 +1,4 @@
-"""Listener lists, the Python side of the Web SDK's ``SmEvent`` (``addListener``/``removeListener``)."""
+"""Listener lists: the Python side of the Web SDK's ``SmEvent`` (add and remove listeners)."""
 
 from __future__ import annotations
 

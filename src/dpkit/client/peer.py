@@ -15,8 +15,8 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import candidate_from_sdp
 
 from dpkit.client.devices import UserMedia
@@ -41,7 +41,8 @@ class UserPeer:
         # As the browser does: a TURN server in the list means relay only.
         relay = any(url.startswith(("turn:", "turns:")) for s in ice_servers for url in s.urls)
         config = RTCConfiguration(
-            iceServers=servers or None, iceTransportPolicy=RTCIceTransportPolicy.RELAY if relay else RTCIceTransportPolicy.ALL,
+            iceServers=servers or None,
+            iceTransportPolicy=RTCIceTransportPolicy.RELAY if relay else RTCIceTransportPolicy.ALL,
         )
         self._pc = RTCPeerConnection(config)
         self._addresses = addresses

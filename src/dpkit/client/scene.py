@@ -230,7 +230,9 @@ class Scene:
         logger.info("session %s: connected", session_id)
         return session_id
 
-    async def _attempts(self, token: SessionToken, retry: RetryOptions, user_text: str | None) -> str:
+    async def _attempts(
+        self, token: SessionToken, retry: RetryOptions, user_text: str | None
+    ) -> str:
         """The Web SDK's retry rule: only ``noScene`` is retried; ``max_retries`` counts all."""
         errors: list[ConnectionError_] = []
         while True:
@@ -241,7 +243,9 @@ class Scene:
                 errors.append(error)
                 if not error.retryable or len(errors) >= retry.max_retries:
                     raise
-                logger.debug("attempt %d: %s; retrying in %d ms", len(errors), error, retry.delay_ms)
+                logger.debug(
+                    "attempt %d: %s; retrying in %d ms", len(errors), error, retry.delay_ms
+                )
                 await asyncio.sleep(retry.delay_ms / 1000)
                 continue
             self._connection = connection
@@ -311,4 +315,5 @@ async def _frames(track: MediaStreamTrack | None) -> AsyncIterator[av.VideoFrame
             frame = await track.recv()
         except MediaStreamError:
             return
-        yield frame
+        if isinstance(frame, av.VideoFrame | av.AudioFrame):
+            yield frame

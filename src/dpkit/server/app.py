@@ -59,6 +59,9 @@ async def shutdown(state: ServerState) -> None:
         return
     logger.info("shutting down: ending %d session(s)", len(live))
     await asyncio.gather(*(session.end("normal") for session in live), return_exceptions=True)
-    deadline = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_S
-    while state.live and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.05)
+    waiters = [asyncio.ensure_future(session.finished.wait()) for session in live]
+    _done, pending = await asyncio.wait(waiters, timeout=SHUTDOWN_GRACE_S)
+    for waiter in pending:
+        waiter.cancel()
+    if pending:
+        logger.warning("shutdown: %d session(s) did not end in time", len(pending))

@@ -46,7 +46,9 @@ class DigitalPersonPool:
         for person in self._people:
             if person.holder is None:
                 person.holder = holder
-                logger.debug("digital person %d reserved (%d/%d)", person.index, self.in_use, self.capacity)
+                logger.debug(
+                    "digital person %d reserved (%d/%d)", person.index, self.in_use, self.capacity
+                )
                 return person
         return None
 

@@ -106,7 +106,8 @@ class Settings:
             values.update(_read_config_file(config_file))
         values.update(_read_environment(os.environ if environ is None else environ))
         values.update({key: value for key, value in overrides.items() if value is not None})
-        return _build(cls, values, "settings")
+        settings: Settings = _build(cls, values, "settings")
+        return settings
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:

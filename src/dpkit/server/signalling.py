@@ -44,7 +44,7 @@ from dpkit.server.rtc import PersonaPeer
 from dpkit.tasks import TaskOwner
 
 if TYPE_CHECKING:
-    from dpkit.server.app import ServerState
+    from dpkit.server.state import ServerState
 
 logger = logging.getLogger("dpkit.server")
 
@@ -73,7 +73,8 @@ class SignallingSession:
         self._person: DigitalPerson | None = None
         self._peer: PersonaPeer | None = None
         self._tasks = TaskOwner("session")
-        self._ended = asyncio.Event()
+        #: Set once :meth:`run` has released everything.
+        self.finished = asyncio.Event()
         self.info = SessionInfo(secrets.token_hex(4), key_id, time.time())
 
     @property
@@ -91,6 +92,7 @@ class SignallingSession:
                 await self._ws.close()
             # A task cancelled above may have been between its close frame and its release.
             await self._release(self._machine.ending or CONNECTION_LOST)
+            self.finished.set()
 
     async def end(self, reason: str) -> None:
         """End the session from the server's side (``close {reason}`` then close the socket)."""
@@ -100,12 +102,15 @@ class SignallingSession:
         settings = self._state.settings
         person = self._state.pool.try_acquire(self)
         if person is None:
-            logger.info("socket %s: no Digital Person free, closing with noScene", self.info.socket_id)
+            logger.info(
+                "socket %s: no Digital Person free, closing with noScene", self.info.socket_id
+            )
             await self._execute(self._machine.end("noScene"))
             return
         self._person = person
         self._tasks.spawn(
-            self._deadline(settings.offer_timeout_s, ServerPhase.ESTABLISHED, "offer"), "offer-timeout"
+            self._deadline(settings.offer_timeout_s, ServerPhase.ESTABLISHED, "offer"),
+            "offer-timeout",
         )
         await self._execute(
             self._machine.persona_assigned(
@@ -114,9 +119,7 @@ class SignallingSession:
             )
         )
         async for message in self._ws:
-            if message.type is WSMsgType.TEXT:
-                await self._execute(self._machine.receive_text(message.data))
-            elif message.type is WSMsgType.BINARY:
+            if message.type is WSMsgType.TEXT or message.type is WSMsgType.BINARY:
                 await self._execute(self._machine.receive_text(message.data))
             if self._machine.phase is ServerPhase.CLOSED:
                 break
@@ -187,7 +190,11 @@ class SignallingSession:
             async with asyncio.timeout(settings.connect_timeout_s):
                 connected = await peer.wait_transport()
         except TimeoutError:
-            logger.info("session %s: transport not up within %.1f s", self.session_id, settings.connect_timeout_s)
+            logger.info(
+                "session %s: transport not up within %.1f s",
+                self.session_id,
+                settings.connect_timeout_s,
+            )
             await self.end("sessionTimeout")
             return
         if not connected:
@@ -236,7 +243,6 @@ class SignallingSession:
             self._state.ended.append(self.info)
             if self.session_id is not None:
                 logger.info("session %s: ended (%s)", self.session_id, reason)
-            self._ended.set()
         if self._peer is not None:
             peer, self._peer = self._peer, None
             await peer.close()
