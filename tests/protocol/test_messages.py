@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -597,9 +598,7 @@ def _mutations(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("frame", SAMPLES, ids=repr)
 def test_any_wrong_value_parses_or_raises_protocol_error(frame: Frame) -> None:
-    """A frame with any one value replaced or removed parses or raises ProtocolError, nothing else."""
+    """Any one value replaced or removed: the frame parses or raises ProtocolError, never else."""
     for mutated in _mutations(frame_to_json(frame)):
-        try:
+        with contextlib.suppress(ProtocolError):
             parse_frame(json.dumps(mutated))
-        except ProtocolError:
-            pass
