@@ -26,6 +26,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
+from dpkit.cli.parsers import command_parser
 from dpkit.client import NoDevices, RetryOptions, Scene, SyntheticDevices
 from dpkit.client.devices import DeviceProvider
 from dpkit.client.options import MediaDevices
@@ -51,12 +52,7 @@ DEVICE_NAMES = ("microphone", "camera")
 
 
 def add_parser(commands: Any) -> None:
-    parser: argparse.ArgumentParser = commands.add_parser(
-        "connect",
-        help=HELP,
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(commands, "connect", HELP, DESCRIPTION)
     parser.add_argument("target", nargs="?", metavar="TARGET", help="API key or URL (see above)")
     add_client_options(parser)
     parser.add_argument(

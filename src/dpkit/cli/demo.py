@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from dpkit.cli.connect import Target, add_client_options, client_options, connect_and_show
+from dpkit.cli.parsers import command_parser
 from dpkit.cli.serve import add_server_options, print_banner, settings_from
 from dpkit.errors import ConfigurationError
 from dpkit.server import DpkitServer
@@ -23,12 +24,7 @@ connection states and the media arriving, then disconnect and stop the server.
 
 
 def add_parser(commands: Any) -> None:
-    parser: argparse.ArgumentParser = commands.add_parser(
-        "demo",
-        help=HELP,
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(commands, "demo", HELP, DESCRIPTION)
     add_server_options(parser)
     add_client_options(parser)
     parser.set_defaults(run=run, duration=5.0)

@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
+from dpkit.cli.parsers import command_parser
 from dpkit.errors import ConfigurationError
 from dpkit.server import DpkitServer, Settings
 
@@ -24,12 +25,7 @@ options below.
 
 
 def add_parser(commands: Any) -> None:
-    parser: argparse.ArgumentParser = commands.add_parser(
-        "serve",
-        help=HELP,
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser(commands, "serve", HELP, DESCRIPTION)
     add_server_options(parser)
     parser.set_defaults(run=run)
 
