@@ -45,16 +45,23 @@ def create_app(settings: Settings) -> web.Application:
         app[STATE] = state
         logger.info("serving %d Digital Person(s) of %s", settings.capacity, settings.persona.name)
         yield
+        # Normally a no-op by now: on_shutdown below already ended the sessions.
         await shutdown(state)
 
+    async def end_sessions(app: web.Application) -> None:
+        # aiohttp runs on_shutdown while sockets are still open, and cancels the handlers of
+        # those still open right after: sessions must say goodbye here, not in the cleanup.
+        await shutdown(app[STATE])
+
     app.cleanup_ctx.append(lifespan)
+    app.on_shutdown.append(end_sessions)
     return app
 
 
 async def shutdown(state: ServerState) -> None:
     """Refuse new sessions, end the live ones with a reason, and wait for them (bounded)."""
     state.closing = True
-    live = list(state.live)
+    live = [session for session in state.live if not session.finished.is_set()]
     if not live:
         return
     logger.info("shutting down: ending %d session(s)", len(live))

@@ -160,13 +160,11 @@ def _convert(name: str, kind: Any, raw: Any) -> Any:
             return False
         raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
     if kind in ("int", int, "float", float):
-        number_type = int if kind in ("int", int) else float
+        number_type, what = (int, "an integer") if kind in ("int", int) else (float, "a number")
         try:
             return number_type(raw)
         except (TypeError, ValueError):
-            raise ConfigurationError(
-                f"{name} must be a {number_type.__name__}, got {raw!r}"
-            ) from None
+            raise ConfigurationError(f"{name} must be {what}, got {raw!r}") from None
     if kind == "tuple[str, ...]":
         items = raw.split(",") if isinstance(raw, str) else list(raw)
         return tuple(str(item).strip() for item in items if str(item).strip())
