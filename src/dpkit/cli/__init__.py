@@ -48,7 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+    except KeyboardInterrupt:
+        # asyncio.run has cancelled the command, whose cleanup has run: just say so.
+        print("interrupted", file=sys.stderr)
+        return 130
     return result
 
 
