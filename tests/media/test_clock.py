@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from dpkit.media.clock import MAX_LAG_PERIODS, MediaClock
+from dpkit.media.clock import MAX_LAG_S, MediaClock
 
 from .fakes import FakeTime
 
@@ -56,12 +56,24 @@ async def test_a_long_stall_skips_ahead_instead_of_bursting() -> None:
     fake = FakeTime()
     clock = fake.clock(48000, 0.02)
     await clock.next_timestamp()
-    fake.advance(0.02 * (MAX_LAG_PERIODS + 20) + 0.001)
+    behind = round(MAX_LAG_S / 0.02) + 20
+    fake.advance(0.02 * behind + 0.001)
     pts, _ = await clock.next_timestamp()
-    assert pts == 960 * (MAX_LAG_PERIODS + 20)
+    assert pts == 960 * behind
     assert fake.sleeps == []
     pts, _ = await clock.next_timestamp()
-    assert pts == 960 * (MAX_LAG_PERIODS + 21)
+    assert pts == 960 * (behind + 1)
+
+
+async def test_a_short_stall_is_caught_up_without_a_gap() -> None:
+    """Audio 200 ms behind (ten frames) sends every missed frame: no gap under the lag budget."""
+    fake = FakeTime()
+    clock = fake.clock(48000, 0.02)
+    await clock.next_timestamp()
+    fake.advance(0.2)
+    stamps = [(await clock.next_timestamp())[0] for _ in range(10)]
+    assert stamps == [960 * n for n in range(1, 11)]
+    assert fake.sleeps == []
 
 
 async def test_fractional_periods_round_each_timestamp() -> None:

@@ -16,9 +16,11 @@ from collections.abc import Awaitable, Callable
 
 # After a stall (a blocked event loop, a suspended laptop) sending every missed frame at once
 # would flood the encoder and the network for no benefit: the receiver would only drop them.
-# Beyond this many periods of lag the clock skips ahead instead, so the timestamps stay in step
-# with real time and the receiver sees a short gap.
-MAX_LAG_PERIODS = 5
+# Beyond this much lag the clock skips ahead instead, so the timestamps stay in step with real
+# time and the receiver sees a short gap. The budget is in seconds, not frames: counted in frames
+# it was 100 ms for 20 ms audio, and a busy server's short stalls made it drop audio (measured in
+# benchmarks/session_density.py) while video, with its longer frames, kept every frame.
+MAX_LAG_S = 0.3
 
 
 class MediaClock:
@@ -76,7 +78,7 @@ class MediaClock:
         delay = self._start + self._index * self._period - self._now()
         if delay > 0:
             await self._sleep(delay)
-        elif -delay > MAX_LAG_PERIODS * self._period:
+        elif -delay > max(MAX_LAG_S, self._period):
             # Skip to the frame that is due now rather than bursting out every missed one.
             self._index = int((self._now() - self._start) / self._period)
         return round(self._index * self._period * self._rate), self._time_base
