@@ -98,7 +98,7 @@ async def test_required_microphone_missing_fails_before_any_socket(server: Dpkit
     assert "noUserMedia" in err
     assert "the user microphone and/or camera is not available" in err
     assert "unblock the devices" in err
-    assert server.state.ended == []
+    assert list(server.state.ended) == []
 
 
 async def test_connect_json_failure_is_one_error_object(server: DpkitServer) -> None:

@@ -24,12 +24,9 @@ from tests.support import UNIT, ServerFactory
 NO_DEVICES: dict[str, bool] = {}
 
 
-def scene_for(server: DpkitServer, **kwargs: object) -> Scene:
+def scene_for(server: DpkitServer) -> Scene:
     return Scene(
-        server.api_key(),
-        requested_media_devices=NO_DEVICES,
-        required_media_devices=NO_DEVICES,
-        **kwargs,  # type: ignore[arg-type]
+        server.api_key(), requested_media_devices=NO_DEVICES, required_media_devices=NO_DEVICES
     )
 
 
@@ -258,7 +255,7 @@ async def test_bad_token_is_refused_on_the_socket(server: DpkitServer) -> None:
     scene = Scene(requested_media_devices=NO_DEVICES, required_media_devices=NO_DEVICES)
     with pytest.raises(ServerConnectionFailed, match="refused the access token"):
         await scene.connect(url, "eyJ.forged.token")
-    assert server.state.ended == []
+    assert list(server.state.ended) == []
 
 
 async def test_connect_twice_is_an_invalid_state(server: DpkitServer) -> None:

@@ -387,6 +387,7 @@ async def stay_connected(
             await asyncio.wait(waiters, timeout=timeout)
             for waiter in waiters:
                 waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
             if not ended.is_set():
                 reporter.media(stats)
                 stats.video_frames, stats.audio_samples = 0, []

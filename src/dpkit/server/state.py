@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -28,8 +29,8 @@ class ServerState:
     live: set[SignallingSession] = field(default_factory=set)
     #: Accepted sessions by session id.
     sessions: dict[str, SignallingSession] = field(default_factory=dict)
-    #: Sessions that have ended, oldest first (the journal comes later).
-    ended: list[SessionInfo] = field(default_factory=list)
+    #: The most recent sessions that have ended, oldest first (the journal comes later).
+    ended: deque[SessionInfo] = field(default_factory=lambda: deque(maxlen=1000))
     telemetry_batches: int = 0
     closing: bool = False
 
