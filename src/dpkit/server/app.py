@@ -15,6 +15,7 @@ from aiohttp import web
 
 from dpkit.server.endpoints import add_routes, cors_middleware
 from dpkit.server.keys import KeyStore
+from dpkit.server.page import add_page_routes, find_web_sdk
 from dpkit.server.pool import DigitalPersonPool
 from dpkit.server.settings import Settings
 from dpkit.server.state import STATE, ServerState
@@ -32,6 +33,7 @@ def build_state(settings: Settings) -> ServerState:
         keys=keys,
         signer=TokenSigner(keys.signing_secret),
         pool=DigitalPersonPool(settings.capacity, settings.persona),
+        web_sdk_dir=find_web_sdk(settings) if settings.serve_page else None,
     )
 
 
@@ -39,6 +41,8 @@ def create_app(settings: Settings) -> web.Application:
     """The aiohttp application for ``settings``."""
     app = web.Application(middlewares=[cors_middleware])
     add_routes(app)
+    if settings.serve_page:
+        add_page_routes(app)
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         state = build_state(settings)

@@ -72,6 +72,10 @@ class Settings:
     #: Routing id of this node (``accepted.server``).
     node_id: str = "node-1"
     persona: PersonaSettings = field(default_factory=PersonaSettings)
+    #: Serve the reference page at ``/`` (with ``/api/jwt`` and the default key for it).
+    serve_page: bool = True
+    #: Where the Web SDK's bundle is; empty: found under ``node_modules/`` (see server.page).
+    web_sdk_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -148,7 +152,7 @@ def _convert(name: str, kind: Any, raw: Any) -> Any:
     """Turn a value from TOML or the environment into the field's type."""
     if kind in ("str", str):
         return str(raw)
-    if kind in ("Path", Path):
+    if kind in ("Path", Path, "Path | None"):
         return Path(raw).expanduser()
     if kind in ("bool", bool):
         if isinstance(raw, bool):

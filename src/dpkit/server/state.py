@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -31,6 +32,8 @@ class ServerState:
     sessions: dict[str, SignallingSession] = field(default_factory=dict)
     #: The most recent sessions that have ended, oldest first (the journal comes later).
     ended: deque[SessionInfo] = field(default_factory=lambda: deque(maxlen=1000))
+    #: Where the Web SDK bundle was found (None: not installed).
+    web_sdk_dir: Path | None = None
     telemetry_batches: int = 0
     closing: bool = False
 
