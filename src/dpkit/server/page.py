@@ -61,7 +61,10 @@ async def page_config(request: web.Request) -> web.Response:
     record = state.keys.keys[0]
     origin = state.settings.public_url.rstrip("/") or f"{request.scheme}://{request.host}"
     return web.json_response(
-        {"apiKey": record.api_key(origin + TOKEN_PATH), "sdkInstalled": state.web_sdk_dir is not None}
+        {
+            "apiKey": record.api_key(origin + TOKEN_PATH),
+            "sdkInstalled": state.web_sdk_dir is not None,
+        }
     )
 
 

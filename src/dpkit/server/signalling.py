@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("dpkit.server")
 
+#: How long a transport that went down may wait for the client's close frame (seconds).
+TRANSPORT_LOSS_GRACE_S = 2.0
+
 
 @dataclass
 class SessionInfo:
@@ -59,7 +62,8 @@ class SessionInfo:
     session_id: str | None = None
     phase: str = ServerPhase.OPENED.value
     ending: str | None = None
-    user_camera: bool | None = None
+    #: Every ``userCamera {active}`` the client sent, in order.
+    user_camera: list[bool] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
 
 
@@ -203,8 +207,16 @@ class SignallingSession:
         await self._execute(self._machine.transport_connected())
         logger.info("session %s: connected (%s)", self.session_id, self._person_label())
         await peer.wait_closed_or_failed()
+        # The Web SDK closes its peer connection just before it sends close {normal}: give that
+        # frame a moment to arrive before calling the lost transport a failure.
+        await asyncio.sleep(TRANSPORT_LOSS_GRACE_S)
         if self._machine.phase is ServerPhase.CONNECTED:
             await self._execute(self._machine.transport_failed())
+
+    @property
+    def received_frames(self) -> dict[str, int]:
+        """How many audio and video frames of the user's media the server has decoded."""
+        return dict(self._peer.received_frames) if self._peer is not None else {}
 
     def _person_label(self) -> str:
         person = self._person
@@ -225,7 +237,7 @@ class SignallingSession:
         event = action.event
         self.info.events.append(type(event).NAME)
         if isinstance(event, UserCamera):
-            self.info.user_camera = event.active
+            self.info.user_camera.append(event.active)
 
     async def _notify_protocol_error(self, error: ProtocolError) -> None:
         logger.warning("session %s: %s", self.session_id, error.message)

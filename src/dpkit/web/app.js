@@ -109,8 +109,6 @@ async function connect() {
   scene.onDisconnectedEvent.addListener((_scene, sessionId, reason) => {
     page.disconnects.push({ sessionId, reason });
     $("disconnect-reason").textContent = reason;
-    // The SDK leaves the state alone on a server close; the page shows it is over.
-    showState({ name: "Disconnected", currentStep: 0, totalSteps: 5, percentageLoaded: 0 });
     setConnectedUi(false);
   });
   scene.onMicrophoneActive.addListener(showDevices);
