@@ -260,3 +260,31 @@ async def test_page_on_another_origin_connects_with_an_api_key(
         assert list(server.state.sessions) == [seen["sessionId"]]
     finally:
         await elsewhere.aclose()
+
+
+async def test_mute_button_mutes_the_persona_video(server: DpkitServer, browser: Browser) -> None:
+    """The mute button sets video.muted (the seed's approach) and back; its label follows."""
+    page = await open_page(browser, server.url, **NO_DEVICES)
+    await connect(page)
+    muted = "document.getElementById('persona-video').muted"
+    assert await page.evaluate(muted) is False
+    await page.click("#toggle-mute")
+    assert await page.evaluate(muted) is True
+    assert await page.text_content("#toggle-mute") == "Persona muted"
+    await page.click("#toggle-mute")
+    assert await page.evaluate(muted) is False
+
+
+async def test_text_box_sends_a_scene_request_that_is_answered(
+    server: DpkitServer, browser: Browser
+) -> None:
+    """Text sent with conversationSend reaches the server and its request gets an answer."""
+    page = await open_page(browser, server.url, **NO_DEVICES)
+    await connect(page)
+    await page.fill("#chat-text", "hello there")
+    await page.click("#chat-send")
+    # The answer settles the SDK's promise; this server does not hold conversations yet.
+    await page.wait_for_function("window.dpkitPage.conversation.length === 2", timeout=10 * MS)
+    lines = await page.evaluate("window.dpkitPage.conversation")
+    assert lines[0] == {"who": "user", "text": "hello there"}
+    assert lines[1]["who"] == "system"

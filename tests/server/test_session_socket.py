@@ -20,6 +20,7 @@ from dpkit.protocol.messages import (
     DpkitEvent,
     Established,
     Frame,
+    Ice,
     Offer,
     SceneResponse,
     parse_frame,
@@ -247,3 +248,37 @@ async def test_telemetry_endpoints_answer(server: DpkitServer) -> None:
         ) as reply:
             assert await reply.json() == {"success": False}
     assert server.state.telemetry_batches == 1
+
+
+async def test_trickled_candidates_are_taken_and_mdns_names_skipped_on_loopback(
+    server: DpkitServer,
+) -> None:
+    """Browser-style trickle after accepted (an mDNS name among them) is accepted silently."""
+    async with raw_client(server) as client:
+        assert isinstance(await client.receive(), Established)
+        await client.offer()
+        accepted = await client.receive()
+        assert isinstance(accepted, Accepted)
+        answer = await client.receive()
+        assert isinstance(answer, Answer)
+        for candidate in (
+            "candidate:1 1 udp 2122260223 4f0c1b2a-9c1d-4e2f-8a3b-1c2d3e4f5a6b.local 50000 typ host",
+            "candidate:2 1 udp 2122260223 127.0.0.1 50001 typ host",
+        ):
+            await client.send(Ice(candidate, "0", 0, session_id=accepted.session_id))
+        await client.send(Ice("", "", 0, complete=True, session_id=accepted.session_id))
+        await client.answer(answer.sdp)
+        assert isinstance(await client.receive(), Connected)
+
+
+async def test_legacy_jwt_endpoint_gives_a_working_token(server: DpkitServer) -> None:
+    """GET /api/jwt (pages served by dpkit itself) returns a url and jwt that open a session."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(server.url + "/api/jwt") as reply:
+            token = await reply.json()
+        async with http.ws_connect(token["url"], params={"access_token": token["jwt"]}) as ws:
+            client = RawClient(ws)
+            try:
+                assert isinstance(await client.receive(), Established)
+            finally:
+                await client.pc.close()

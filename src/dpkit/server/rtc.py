@@ -8,6 +8,7 @@ stream id), and the remaining sections are answered without a track.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -35,6 +36,9 @@ class PersonaPeer:
         ice_servers: tuple[str, ...] = (),
     ) -> None:
         self._addresses = addresses
+        self._loopback_only = bool(addresses) and all(
+            ipaddress.ip_address(address).is_loopback for address in addresses or ()
+        )
         servers = [RTCIceServer(urls=url) for url in ice_servers]
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=servers or None))
         persona = person.persona
@@ -77,6 +81,11 @@ class PersonaPeer:
             candidate = candidate_from_sdp(text)
         except (ValueError, IndexError) as exc:
             raise ProtocolError(f"ice: candidate is not valid: {ice.candidate!r}") from exc
+        if candidate.ip.endswith(".local") and self._loopback_only:
+            # An mDNS name is never a loopback address, and resolving it would multicast
+            # beyond this machine: a server kept on loopback has no use for it.
+            logger.debug("ignored mDNS candidate %s on a loopback-only server", candidate.ip)
+            return
         candidate.sdpMid = ice.sdp_mid
         candidate.sdpMLineIndex = ice.sdp_mline_index
         with ice_addresses(self._addresses):
