@@ -282,3 +282,27 @@ async def test_legacy_jwt_endpoint_gives_a_working_token(server: DpkitServer) ->
                 assert isinstance(await client.receive(), Established)
             finally:
                 await client.pc.close()
+
+
+async def test_browser_events_are_taken_without_complaint(start_server: ServerFactory) -> None:
+    """keepAlive, ui, videoBounds, diagnostics logs and stopSpeaking: recorded or answered."""
+    server = await start_server(log_to_server=True)
+    async with raw_client(server) as client:
+        established = await client.receive()
+        assert isinstance(established, Established)
+        assert established.settings.log_to_server is True
+        for frame in (
+            '{"category":"webrtc","kind":"event","name":"keepAlive","body":{}}',
+            '{"category":"webrtc","kind":"event","name":"ui","body":{"visible":false}}',
+            '{"category":"webrtc","kind":"event","name":"videoBounds","body":{"width":1,"height":2}}',
+            '{"category":"diagnostics","kind":"event","name":"log","body":'
+            '{"name":"browser","text":["hello from the page"]}}',
+            '{"category":"scene","kind":"request","name":"stopSpeaking","transaction":"s_1",'
+            '"body":{"personaId":1}}',
+        ):
+            await client.send(frame)
+        reply = await client.receive()
+        assert isinstance(reply, SceneResponse)
+        assert reply.transaction == "s_1"
+        session = next(iter(server.state.live))
+        assert session.info.events == ["keepAlive", "ui", "videoBounds"]
