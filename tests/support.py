@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -28,3 +29,10 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+async def until(condition: Callable[[], bool], within: float = 10 * UNIT) -> None:
+    """Poll a condition on a server's state, which offers no event for a test to await."""
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 - polling the server's state from outside
+            await asyncio.sleep(0.01)

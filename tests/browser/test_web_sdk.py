@@ -13,7 +13,7 @@ from playwright.async_api import Browser, Page
 
 from dpkit.server import DpkitServer
 from dpkit.server.page import WEB_DIR, find_web_sdk
-from tests.support import UNIT, ServerFactory
+from tests.support import UNIT, ServerFactory, until
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 MS = int(1000 * UNIT)
@@ -70,13 +70,6 @@ NO_DEVICES: dict[str, Any] = {
 async def video_time(page: Page) -> float:
     value: float = await page.evaluate("document.getElementById('persona-video').currentTime")
     return value
-
-
-async def until(condition: Any, within: float = 10 * UNIT) -> None:
-    """Poll server-side state, which offers no event to await."""
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 - polling the server's state from the test
-            await asyncio.sleep(0.02)
 
 
 async def test_connects_with_fake_devices_and_the_persona_video_plays(

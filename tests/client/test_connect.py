@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import av
 import numpy as np
@@ -19,7 +18,7 @@ from dpkit import (
 )
 from dpkit.media.levels import audio_frame_to_mono, rms_dbfs
 from dpkit.server import DpkitServer
-from tests.support import UNIT, ServerFactory
+from tests.support import UNIT, ServerFactory, until
 
 NO_DEVICES: dict[str, bool] = {}
 
@@ -140,7 +139,7 @@ async def test_disconnect_resets_to_disconnected_and_frees_the_persona(
     assert seen[-1] == ConnectionStateData.of(ConnectionStateName.DISCONNECTED)
     assert not scene.is_connected()
     assert reasons == [(session_id, "normal")]
-    await wait_for(lambda: server.state.pool.in_use == 0)
+    await until(lambda: server.state.pool.in_use == 0)
     assert [(info.session_id, info.ending) for info in server.state.ended] == [
         (session_id, "normal")
     ]
@@ -192,7 +191,7 @@ async def test_no_scene_is_retried_until_a_person_frees_up(start_server: ServerF
     second = scene_for(server)
 
     async def free_later() -> None:
-        await wait_for(lambda: any(i.ending == "noScene" for i in server.state.ended))
+        await until(lambda: any(i.ending == "noScene" for i in server.state.ended))
         await first.disconnect()
 
     freeing = asyncio.create_task(free_later())
@@ -269,10 +268,3 @@ async def test_connect_twice_is_an_invalid_state(server: DpkitServer) -> None:
             await scene.connect()
     finally:
         await scene.disconnect()
-
-
-async def wait_for(condition: Callable[[], bool], within: float = 5 * UNIT) -> None:
-    """Poll a condition on the server's state, which offers no event to await."""
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 - polling server state from the test's side
-            await asyncio.sleep(0.01)
