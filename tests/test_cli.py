@@ -10,8 +10,10 @@ import sys
 
 import pytest
 
+from dpkit import Scene
 from dpkit.cli import build_parser
 from dpkit.server import DpkitServer
+from tests.support import ServerFactory, until
 
 COMMANDS = ["serve", "connect", "demo"]
 
@@ -118,3 +120,28 @@ async def test_bad_arguments_exit_2() -> None:
     code, _out, err = await run_cli("connect", "key", "--request", "nose")
     assert code == 2
     assert "--request: unknown device nose" in err
+
+
+async def test_connect_shows_the_place_in_the_queue(start_server: ServerFactory) -> None:
+    """While every person is busy, the CLI says where the client waits and for about how long."""
+    server = await start_server(capacity=1)
+    holder = Scene(server.api_key(), requested_media_devices={}, required_media_devices={})
+    await holder.connect()
+    waiting = asyncio.create_task(
+        run_cli(
+            "connect",
+            server.api_key(),
+            "--duration",
+            "0.5",
+            "--request",
+            "none",
+            "--require",
+            "none",
+        )
+    )
+    await until(lambda: server.state.pool.queue_length == 1)
+    await holder.disconnect()
+    code, _out, err = await waiting
+    assert code == 0, err
+    assert "waiting for a Digital Person: position 1 of 1, about 60 s" in err
+    assert "Connected" in err

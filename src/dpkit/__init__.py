@@ -26,7 +26,7 @@ from dpkit.errors import (
     ServerConnectionFailed,
     SessionTimeout,
 )
-from dpkit.protocol.states import ConnectionStateData, ConnectionStateName
+from dpkit.protocol.states import ConnectionStateData, ConnectionStateName, QueueInfo
 
 __version__ = "0.1.0"
 
@@ -45,6 +45,7 @@ __all__ = [
     "NoUserMedia",
     "NotSupported",
     "ProtocolError",
+    "QueueInfo",
     "RetryOptions",
     "Scene",
     "ServerConnectionFailed",

@@ -164,7 +164,7 @@ async def test_busy_server_is_retried_until_a_person_frees_up(
     start_server: ServerFactory, browser: Browser
 ) -> None:
     """All Digital Persons busy: noScene is retried per retryOptions and succeeds once free."""
-    server = await start_server(capacity=1)
+    server = await start_server(capacity=1, queue_max_length=0)
     first = await open_page(browser, server.url, **NO_DEVICES)
     await connect(first)
     second = await open_page(browser, server.url, maxRetries=200, delayMs=50, **NO_DEVICES)
@@ -181,7 +181,7 @@ async def test_busy_server_gives_no_scene_after_the_retries(
     start_server: ServerFactory, browser: Browser
 ) -> None:
     """With the person never freed, connect() fails with noScene after maxRetries attempts."""
-    server = await start_server(capacity=1)
+    server = await start_server(capacity=1, queue_max_length=0)
     first = await open_page(browser, server.url, **NO_DEVICES)
     await connect(first)
     second = await open_page(browser, server.url, maxRetries=3, delayMs=20, **NO_DEVICES)
@@ -281,3 +281,21 @@ async def test_text_box_sends_a_scene_request_that_is_answered(
     lines = await page.evaluate("window.dpkitPage.conversation")
     assert lines[0] == {"who": "user", "text": "hello there"}
     assert lines[1]["who"] == "system"
+
+
+async def test_page_waits_in_the_queue_and_connects_when_a_person_frees_up(
+    start_server: ServerFactory, browser: Browser
+) -> None:
+    """The browser ignores dpkit's queue frames: it stays Searching, then connects in turn."""
+    server = await start_server(capacity=1)
+    first = await open_page(browser, server.url, **NO_DEVICES)
+    await connect(first)
+    second = await open_page(browser, server.url, **NO_DEVICES)
+    await second.click("#connect")
+    await until(lambda: server.state.pool.queue_length == 1)
+    assert await second.text_content("#state-name") == "SearchingForDigitalPerson"
+    await first.click("#disconnect")
+    await second.wait_for_function("window.dpkitPage.sessionId !== null", timeout=20 * MS)
+    seen = await second.evaluate("window.dpkitPage")
+    assert progress(seen["states"]) == CONNECT_STATES
+    assert [i.ending for i in server.state.ended] == ["normal"]

@@ -166,7 +166,7 @@ async def test_full_pool_gives_no_scene_after_the_configured_attempts(
     start_server: ServerFactory,
 ) -> None:
     """With every Digital Person busy, connect() tries max_retries times, then raises noScene."""
-    server = await start_server(capacity=1)
+    server = await start_server(capacity=1, queue_max_length=0)
     first = scene_for(server)
     await first.connect()
     second = scene_for(server)
@@ -185,7 +185,7 @@ async def test_full_pool_gives_no_scene_after_the_configured_attempts(
 
 async def test_no_scene_is_retried_until_a_person_frees_up(start_server: ServerFactory) -> None:
     """A busy server's noScene is retried, and connect() succeeds once the person is free."""
-    server = await start_server(capacity=1)
+    server = await start_server(capacity=1, queue_max_length=0)
     first = scene_for(server)
     await first.connect()
     second = scene_for(server)

@@ -112,7 +112,7 @@ async def test_busy_server_sends_close_no_scene_before_closing(
     start_server: ServerFactory,
 ) -> None:
     """With no Digital Person free, the socket gets close {noScene} and only then closes."""
-    server = await start_server(capacity=1)
+    server = await start_server(capacity=1, queue_max_length=0)
     holder = Scene(server.api_key(), requested_media_devices={}, required_media_devices={})
     await holder.connect()
     try:

@@ -189,6 +189,13 @@ class ConsoleReporter:
         self._progress.start()
 
     def state(self, data: ConnectionStateData, elapsed_s: float) -> None:
+        if data.queue is not None:
+            queue = data.queue
+            self._progress.console.print(
+                f"{elapsed_s * 1000:7.1f} ms  waiting for a Digital Person: position "
+                f"{queue.position} of {queue.size}, about {round(queue.eta_ms / 1000)} s"
+            )
+            return
         self._progress.console.print(
             f"{elapsed_s * 1000:7.1f} ms  {data.name.value:<26} {data.percentage_loaded:>3.0f}%  "
             f"step {data.current_step}/{data.total_steps}"

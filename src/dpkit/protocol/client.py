@@ -42,6 +42,7 @@ from dpkit.protocol.messages import (
     Answer,
     Close,
     Connected,
+    DpkitEvent,
     Established,
     Frame,
     Ice,
@@ -49,7 +50,7 @@ from dpkit.protocol.messages import (
     WebRtcEvent,
     parse_frame,
 )
-from dpkit.protocol.states import ConnectionState, ConnectionStateName
+from dpkit.protocol.states import ConnectionState, ConnectionStateName, QueueInfo
 
 logger = logging.getLogger("dpkit.client")
 
@@ -192,6 +193,16 @@ _FRAME_INPUTS: dict[type[WebRtcEvent], ClientInput] = {
     Connected: I.CONNECTED,
     Close: I.CLOSE,
 }
+
+
+def _queue_info(frame: DpkitEvent) -> QueueInfo | None:
+    """Read a ``dpkit/queue`` frame; an addition the client cannot read is only logged."""
+    values = [frame.body.get(key) for key in ("position", "size", "etaMs")]
+    if not all(isinstance(value, int) and not isinstance(value, bool) for value in values):
+        logger.warning("ignored a queue frame with a malformed body: %r", frame.body)
+        return None
+    position, size, eta_ms = (int(value) for value in values)  # type: ignore[arg-type]
+    return QueueInfo(position, size, eta_ms)
 
 
 class ClientSession:
@@ -395,7 +406,13 @@ class ClientSession:
 
     def _on_other_frame(self, before: ClientPhase, payload: object) -> list[Action]:
         assert payload is not None
-        return [DeliverFrame(payload)]  # type: ignore[arg-type]
+        actions: list[Action] = [DeliverFrame(payload)]  # type: ignore[arg-type]
+        if isinstance(payload, DpkitEvent) and payload.name == "queue" and before is P.SEARCHING:
+            queue = _queue_info(payload)
+            changed = self.state.set_queue(queue) if queue is not None else None
+            if changed is not None:
+                actions.insert(0, StateChanged(changed))
+        return actions
 
     def _on_send(self, before: ClientPhase, payload: object) -> list[Action]:
         assert isinstance(payload, WebRtcEvent)

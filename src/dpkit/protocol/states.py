@@ -7,6 +7,7 @@ one setter that reports whether anything changed, so listeners fire only on a ch
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 from dataclasses import dataclass
@@ -33,13 +34,29 @@ TOTAL_STEPS = len(ConnectionStateName)
 
 
 @dataclass(frozen=True)
+class QueueInfo:
+    """Where a client waits for a Digital Person (dpkit's ``queue`` frame): 1 is next in line."""
+
+    position: int
+    size: int
+    eta_ms: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"position": self.position, "size": self.size, "etaMs": self.eta_ms}
+
+
+@dataclass(frozen=True)
 class ConnectionStateData:
-    """What a connection state listener receives (the Web SDK's ``ConnectionStateData``)."""
+    """What a connection state listener receives (the Web SDK's ``ConnectionStateData``).
+
+    ``queue`` is dpkit's addition: set while the client waits in SearchingForDigitalPerson.
+    """
 
     name: ConnectionStateName
     current_step: int
     total_steps: int
     percentage_loaded: float
+    queue: QueueInfo | None = None
 
     @classmethod
     def of(cls, name: ConnectionStateName) -> ConnectionStateData:
@@ -48,12 +65,15 @@ class ConnectionStateData:
 
     def to_json(self) -> dict[str, Any]:
         """The Web SDK's field names, for feeds that other applications read."""
-        return {
+        data: dict[str, Any] = {
             "name": self.name.value,
             "currentStep": self.current_step,
             "totalSteps": self.total_steps,
             "percentageLoaded": self.percentage_loaded,
         }
+        if self.queue is not None:
+            data["queue"] = self.queue.to_json()
+        return data
 
 
 class ConnectionState:
@@ -76,6 +96,14 @@ class ConnectionState:
             return None
         self._data = ConnectionStateData.of(name)
         logger.debug("connection state %s (%d%%)", name.value, self._data.percentage_loaded)
+        return self._data
+
+    def set_queue(self, queue: QueueInfo) -> ConnectionStateData | None:
+        """Record a new place in the queue; return the new data, or None when nothing changed."""
+        if queue == self._data.queue:
+            return None
+        self._data = dataclasses.replace(self._data, queue=queue)
+        logger.debug("queue position %d of %d", queue.position, queue.size)
         return self._data
 
     def reset(self) -> ConnectionStateData | None:

@@ -32,7 +32,12 @@ def build_state(settings: Settings) -> ServerState:
         settings=settings,
         keys=keys,
         signer=TokenSigner(keys.signing_secret),
-        pool=DigitalPersonPool(settings.capacity, settings.persona),
+        pool=DigitalPersonPool(
+            settings.capacity,
+            settings.persona,
+            max_queue=settings.queue_max_length,
+            max_wait_s=settings.queue_max_wait_s,
+        ),
         web_sdk_dir=find_web_sdk(settings) if settings.serve_page else None,
     )
 

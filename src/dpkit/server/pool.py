@@ -1,12 +1,18 @@
-"""The pool of Digital Persons one node runs: a fixed capacity, reserved one per session.
+"""The pool of Digital Persons one node runs, and the fair queue in front of it.
 
-Queueing comes later; today a reservation either succeeds at once or the caller sends
-``close {reason: "noScene"}``.
+A fixed number of Digital Persons, each held by one session at a time. When all are busy a new
+session waits in a first-come, first-served queue; a Digital Person that frees up goes straight
+to the head of the queue. The queue is bounded in length and in wait: past either, the caller is
+refused (and sends ``close {reason: "noScene"}``). Every waiter hears its position, the queue's
+length and an estimated wait whenever they change.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dpkit.media.face import FaceRenderer
@@ -14,10 +20,13 @@ from dpkit.server.settings import PersonaSettings
 
 logger = logging.getLogger("dpkit.server.pool")
 
+#: The estimate of a session's length before any has ended (seconds).
+INITIAL_SESSION_S = 60.0
+
 
 @dataclass
 class DigitalPerson:
-    """One Digital Person slot; ``session_id`` is set while a session holds it."""
+    """One Digital Person slot; ``holder`` is set while a session holds it."""
 
     index: int
     persona: PersonaSettings
@@ -25,13 +34,45 @@ class DigitalPerson:
     holder: object | None = field(default=None, repr=False)
 
 
-class DigitalPersonPool:
-    """A fixed number of Digital Persons, handed out and taken back."""
+@dataclass(frozen=True)
+class QueuePosition:
+    """Where a waiter stands: 1 is next in line."""
 
-    def __init__(self, capacity: int, persona: PersonaSettings) -> None:
+    position: int
+    size: int
+    eta_ms: int
+
+
+class QueueRefused(Exception):
+    """The queue is full, or the wait ran past its limit; the message says which."""
+
+
+@dataclass(eq=False)
+class _Waiter:
+    holder: object
+    on_position: Callable[[QueuePosition], None]
+    granted: asyncio.Future[DigitalPerson]
+    last: QueuePosition | None = None
+
+
+class DigitalPersonPool:
+    """A fixed number of Digital Persons, handed out in arrival order."""
+
+    def __init__(
+        self,
+        capacity: int,
+        persona: PersonaSettings,
+        *,
+        max_queue: int = 16,
+        max_wait_s: float = 120.0,
+    ) -> None:
         # One renderer for all: every face is drawn alike, so its frame cache is shared.
         renderer = FaceRenderer(persona.video_width, persona.video_height)
         self._people = [DigitalPerson(i, persona, renderer) for i in range(capacity)]
+        self._waiters: deque[_Waiter] = deque()
+        self.max_queue = max_queue
+        self.max_wait_s = max_wait_s
+        self._mean_session_s = INITIAL_SESSION_S
 
     @property
     def capacity(self) -> int:
@@ -41,18 +82,85 @@ class DigitalPersonPool:
     def in_use(self) -> int:
         return sum(person.holder is not None for person in self._people)
 
+    @property
+    def queue_length(self) -> int:
+        return len(self._waiters)
+
+    def queued(self) -> list[object]:
+        """The holders waiting, head first."""
+        return [waiter.holder for waiter in self._waiters]
+
     def try_acquire(self, holder: object) -> DigitalPerson | None:
-        """Reserve a free Digital Person for ``holder``, or None when all are busy."""
+        """Reserve a free Digital Person for ``holder`` at once, or None (nobody queues)."""
+        if self._waiters:
+            return None
         for person in self._people:
             if person.holder is None:
                 person.holder = holder
-                logger.debug(
-                    "digital person %d reserved (%d/%d)", person.index, self.in_use, self.capacity
-                )
+                logger.debug("person %d reserved (%d/%d)", person.index, self.in_use, self.capacity)
                 return person
         return None
 
-    def release(self, person: DigitalPerson) -> None:
-        """Give a Digital Person back; releasing a free one is a no-op."""
+    async def acquire(
+        self, holder: object, on_position: Callable[[QueuePosition], None]
+    ) -> DigitalPerson:
+        """A Digital Person for ``holder``, queueing fairly if all are busy.
+
+        Raises :class:`QueueRefused` when the queue is full or the wait passes ``max_wait_s``.
+        Cancelling the call leaves no trace in the queue.
+        """
+        person = self.try_acquire(holder)
+        if person is not None:
+            return person
+        if len(self._waiters) >= self.max_queue:
+            raise QueueRefused(f"the queue is full ({self.max_queue} waiting)")
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(holder, on_position, loop.create_future())
+        self._waiters.append(waiter)
+        self._announce()
+        try:
+            async with asyncio.timeout(self.max_wait_s):
+                return await waiter.granted
+        except TimeoutError:
+            self._leave(waiter)
+            raise QueueRefused(f"no Digital Person within {self.max_wait_s:g} s") from None
+        except BaseException:
+            self._leave(waiter)
+            raise
+
+    def _leave(self, waiter: _Waiter) -> None:
+        """A waiter gives up: out of the queue, and a person handed to it in that instant, on."""
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+            self._announce()
+        elif waiter.granted.done() and not waiter.granted.cancelled():
+            self.release(waiter.granted.result())
+        if not waiter.granted.done():
+            waiter.granted.cancel()
+
+    def release(self, person: DigitalPerson, session_s: float | None = None) -> None:
+        """Give a Digital Person back: to the head of the queue, or free. Idempotent."""
+        if session_s is not None:
+            # A slow-moving average keeps the wait estimate steady.
+            self._mean_session_s = 0.8 * self._mean_session_s + 0.2 * session_s
+        while self._waiters:
+            head = self._waiters.popleft()
+            if head.granted.done():
+                continue
+            person.holder = head.holder
+            head.granted.set_result(person)
+            logger.debug("person %d handed to the head of the queue", person.index)
+            self._announce()
+            return
         person.holder = None
-        logger.debug("digital person %d freed (%d/%d)", person.index, self.in_use, self.capacity)
+        logger.debug("person %d freed (%d/%d)", person.index, self.in_use, self.capacity)
+
+    def _announce(self) -> None:
+        size = len(self._waiters)
+        for index, waiter in enumerate(self._waiters):
+            position = index + 1
+            eta_s = position * self._mean_session_s / self.capacity
+            update = QueuePosition(position, size, int(eta_s * 1000))
+            if update != waiter.last:
+                waiter.last = update
+                waiter.on_position(update)

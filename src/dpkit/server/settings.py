@@ -57,6 +57,9 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     #: How many Digital Persons this node runs at once.
     capacity: int = 4
+    #: How many clients may wait for a Digital Person, and for how long (seconds), before noScene.
+    queue_max_length: int = 16
+    queue_max_wait_s: float = 120.0
     #: Local addresses ICE may gather on; empty: loopback for a loopback host, else every one.
     ice_addresses: tuple[str, ...] = ()
     #: ``turn:``/``stun:`` URLs sent to clients in ``established.iceServers``.
@@ -86,7 +89,11 @@ class Settings:
             validate_addresses(self.ice_addresses)
         except ValueError as exc:
             raise ConfigurationError(f"ice_addresses: {exc}") from None
-        for name in ("token_ttl_s", "offer_timeout_s", "connect_timeout_s"):
+        if self.queue_max_length < 0:
+            raise ConfigurationError(
+                f"queue_max_length must not be negative, got {self.queue_max_length}"
+            )
+        for name in ("token_ttl_s", "offer_timeout_s", "connect_timeout_s", "queue_max_wait_s"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive")
 

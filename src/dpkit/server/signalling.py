@@ -39,7 +39,7 @@ from dpkit.protocol.messages import (
     serialize_frame,
 )
 from dpkit.protocol.server import CONNECTION_LOST, ServerPhase, ServerSession
-from dpkit.server.pool import DigitalPerson
+from dpkit.server.pool import DigitalPerson, QueuePosition, QueueRefused
 from dpkit.server.rtc import PersonaPeer
 from dpkit.tasks import TaskOwner
 
@@ -62,6 +62,10 @@ class SessionInfo:
     session_id: str | None = None
     phase: str = ServerPhase.OPENED.value
     ending: str | None = None
+    #: Every queue position this socket was told, in order (1 is next in line).
+    queue_positions: list[int] = field(default_factory=list)
+    queue_wait_s: float = 0.0
+    connected_at: float | None = None
     #: Every ``userCamera {active}`` the client sent, in order.
     user_camera: list[bool] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
@@ -104,12 +108,10 @@ class SignallingSession:
 
     async def _serve(self) -> None:
         settings = self._state.settings
-        person = self._state.pool.try_acquire(self)
+        reader = self._tasks.spawn(self._read(), "reader")
+        person = await self._wait_for_person(reader)
         if person is None:
-            logger.info(
-                "socket %s: no Digital Person free, closing with noScene", self.info.socket_id
-            )
-            await self._execute(self._machine.end("noScene"))
+            await asyncio.wait([reader])
             return
         self._person = person
         self._tasks.spawn(
@@ -122,11 +124,43 @@ class SignallingSession:
                 SessionSettings(settings.microphone_mute_delay_ms, settings.log_to_server),
             )
         )
+        await asyncio.wait([reader])
+
+    async def _read(self) -> None:
         async for message in self._ws:
             if message.type is WSMsgType.TEXT or message.type is WSMsgType.BINARY:
                 await self._execute(self._machine.receive_text(message.data))
             if self._machine.phase is ServerPhase.CLOSED:
                 break
+
+    async def _wait_for_person(self, reader: asyncio.Task[None]) -> DigitalPerson | None:
+        """A Digital Person, after a wait in the queue if need be; None if there will be none."""
+        pool = self._state.pool
+        started = time.monotonic()
+        acquire = self._tasks.spawn(pool.acquire(self, self._on_queue_position), "queue")
+        await asyncio.wait([acquire, reader], return_when=asyncio.FIRST_COMPLETED)
+        if not acquire.done():
+            # The client left (or the session was ended) while it waited: leave no trace.
+            acquire.cancel()
+            await asyncio.wait([acquire])
+            if not acquire.cancelled() and acquire.exception() is None:
+                pool.release(acquire.result())
+            return None
+        self.info.queue_wait_s = time.monotonic() - started
+        try:
+            return acquire.result()
+        except QueueRefused as refused:
+            logger.info("socket %s: noScene: %s", self.info.socket_id, refused)
+            await self._execute(self._machine.end("noScene"))
+            return None
+
+    def _on_queue_position(self, position: QueuePosition) -> None:
+        self.info.queue_positions.append(position.position)
+        frame = DpkitEvent(
+            "queue",
+            {"position": position.position, "size": position.size, "etaMs": position.eta_ms},
+        )
+        self._tasks.spawn(self._carry_out(SendFrame(frame)), "queue-position")
 
     async def _deadline(self, seconds: float, phase: ServerPhase, what: str) -> None:
         """End with ``sessionTimeout`` if the session is still in ``phase`` after ``seconds``."""
@@ -205,6 +239,7 @@ class SignallingSession:
             await self._execute(self._machine.transport_failed())
             return
         await self._execute(self._machine.transport_connected())
+        self.info.connected_at = time.monotonic()
         logger.info("session %s: connected (%s)", self.session_id, self._person_label())
         await peer.wait_closed_or_failed()
         # The Web SDK closes its peer connection just before it sends close {normal}: give that
@@ -250,7 +285,9 @@ class SignallingSession:
             if self.session_id is not None and self._state.sessions.get(self.session_id) is self:
                 del self._state.sessions[self.session_id]
             if self._person is not None:
-                self._state.pool.release(self._person)
+                connected_at = self.info.connected_at
+                length = None if connected_at is None else time.monotonic() - connected_at
+                self._state.pool.release(self._person, session_s=length)
                 self._person = None
             self._state.ended.append(self.info)
             if self.session_id is not None:
