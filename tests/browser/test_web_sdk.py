@@ -12,6 +12,7 @@ from aiohttp import web
 from playwright.async_api import Browser, Page
 
 from dpkit.server import DpkitServer
+from dpkit.server.journal import SqliteJournal
 from dpkit.server.page import WEB_DIR, find_web_sdk
 from tests.support import UNIT, ServerFactory, until
 
@@ -90,6 +91,11 @@ async def test_connects_with_fake_devices_and_the_persona_video_plays(
         " document.getElementById('persona-video').videoHeight]"
     )
     assert size == [320, 240]
+    journal = SqliteJournal.in_data_dir(server.settings.data_dir)
+    record = journal.show(seen["sessionId"])
+    journal.close()
+    assert record is not None
+    assert (record.client_kind, record.microphone, record.camera) == ("browser", True, True)
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "page-connected-desktop.png"))
     phone = await open_page(browser, server.url, width=390, height=844, **NO_DEVICES)

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from dpkit import __version__
-from dpkit.cli import connect, demo, serve
+from dpkit.cli import connect, demo, serve, sessions
 
 DESCRIPTION = """\
 dpkit connects people to a Digital Person: a real-time, talking, animated persona.
@@ -16,6 +16,7 @@ dpkit connects people to a Digital Person: a real-time, talking, animated person
   dpkit serve      run a server that hosts Digital Persons (the Web SDK connects to it too)
   dpkit connect    connect to a Digital Person and show the connection's progress
   dpkit demo       both at once: a server on a free port and a client connected to it
+  dpkit sessions   list sessions, or show one's timeline, from the server's journal
 
 Run 'dpkit COMMAND --help' for a command's options.
 """
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(commands)
     connect.add_parser(commands)
     demo.add_parser(commands)
+    sessions.add_parser(commands)
     return parser
 
 

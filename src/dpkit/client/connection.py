@@ -38,6 +38,9 @@ from dpkit.tasks import TaskOwner
 
 logger = logging.getLogger("dpkit.client")
 
+#: How dpkit's client names itself to the server (the journal records the client kind).
+USER_AGENT = "dpkit-python"
+
 
 class Connection:
     """One session socket and its peer connection."""
@@ -83,7 +86,7 @@ class Connection:
 
     async def connect(self) -> str:
         """Open the socket and run the handshake; return the session id or raise its error."""
-        self._http = aiohttp.ClientSession()
+        self._http = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
         try:
             self._ws = await self._http.ws_connect(
                 self._url, params={"access_token": self._token}, heartbeat=20.0, autoping=True

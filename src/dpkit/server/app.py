@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from dpkit.server.endpoints import add_routes, cors_middleware
+from dpkit.server.journal import SqliteJournal
 from dpkit.server.keys import KeyStore
 from dpkit.server.page import add_page_routes, find_web_sdk
 from dpkit.server.pool import DigitalPersonPool
@@ -38,6 +39,7 @@ def build_state(settings: Settings) -> ServerState:
             max_queue=settings.queue_max_length,
             max_wait_s=settings.queue_max_wait_s,
         ),
+        journal=SqliteJournal.in_data_dir(settings.data_dir),
         web_sdk_dir=find_web_sdk(settings) if settings.serve_page else None,
     )
 
@@ -56,6 +58,7 @@ def create_app(settings: Settings) -> web.Application:
         yield
         # Normally a no-op by now: on_shutdown below already ended the sessions.
         await shutdown(state)
+        state.journal.close()
 
     async def end_sessions(app: web.Application) -> None:
         # aiohttp runs on_shutdown while sockets are still open, and cancels the handlers of

@@ -127,13 +127,24 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
         return _error(401, f"invalid access token: {exc}")
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=1 << 20)
     await ws.prepare(request)
-    session = SignallingSession(state, ws, str(claims.get("sub", "")))
+    session = SignallingSession(
+        state, ws, str(claims.get("sub", "")), client_kind(request.headers.get("User-Agent", ""))
+    )
     state.live.add(session)
     try:
         await session.run()
     finally:
         state.live.discard(session)
     return ws
+
+
+def client_kind(user_agent: str) -> str:
+    """``python`` for dpkit's client, ``browser`` for a web page, else ``other``."""
+    if user_agent.startswith("dpkit"):
+        return "python"
+    if "Mozilla/" in user_agent:
+        return "browser"
+    return "other"
 
 
 def add_routes(app: web.Application) -> None:

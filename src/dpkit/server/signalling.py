@@ -48,6 +48,27 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("dpkit.server")
 
+#: The connection state the journal shows for each phase of the server's machine.
+_SHOWN_STATE = {
+    ServerPhase.OPENED: "SearchingForDigitalPerson",
+    ServerPhase.ESTABLISHED: "DownloadingAssets",
+    ServerPhase.STARTING: "DownloadingAssets",
+    ServerPhase.ACCEPTED: "ConnectingToDigitalPerson",
+    ServerPhase.CONNECTED: "Connected",
+    ServerPhase.CLOSED: "Disconnected",
+}
+
+
+def offered_devices(sdp: str) -> tuple[bool, bool]:
+    """Whether the offer sends a microphone and a camera.
+
+    Clients lay out their local tracks first and then always one more audio and one more video
+    section (docs/protocol.md), so a second section of a kind means a device of that kind.
+    """
+    kinds = [line[2:].split(" ", 1)[0] for line in sdp.splitlines() if line.startswith("m=")]
+    return kinds.count("audio") > 1, kinds.count("video") > 1
+
+
 #: How long a transport that went down may wait for the client's close frame (seconds).
 TRANSPORT_LOSS_GRACE_S = 2.0
 
@@ -74,7 +95,13 @@ class SessionInfo:
 class SignallingSession:
     """One session socket on the server."""
 
-    def __init__(self, state: ServerState, ws: web.WebSocketResponse, key_id: str) -> None:
+    def __init__(
+        self,
+        state: ServerState,
+        ws: web.WebSocketResponse,
+        key_id: str,
+        client_kind: str = "other",
+    ) -> None:
         self._state = state
         self._ws = ws
         self._machine = ServerSession()
@@ -83,7 +110,18 @@ class SignallingSession:
         self._tasks = TaskOwner("session")
         #: Set once :meth:`run` has released everything.
         self.finished = asyncio.Event()
-        self.info = SessionInfo(secrets.token_hex(4), key_id, time.time())
+        self.info = SessionInfo(secrets.token_hex(8), key_id, time.time())
+        self._journal = state.journal
+        self._shown: str | None = None
+        self._journal.opened(
+            self.info.socket_id,
+            key_id=key_id,
+            client_kind=client_kind,
+            node=state.settings.node_id,
+            persona=state.settings.persona.name,
+            at=self.info.opened_at,
+        )
+        self._journal_state()
 
     @property
     def session_id(self) -> str | None:
@@ -137,25 +175,36 @@ class SignallingSession:
         """A Digital Person, after a wait in the queue if need be; None if there will be none."""
         pool = self._state.pool
         started = time.monotonic()
-        acquire = self._tasks.spawn(pool.acquire(self, self._on_queue_position), "queue")
+        acquire = self._tasks.spawn(self._queue_for_person(), "queue")
         await asyncio.wait([acquire, reader], return_when=asyncio.FIRST_COMPLETED)
         if not acquire.done():
             # The client left (or the session was ended) while it waited: leave no trace.
             acquire.cancel()
             await asyncio.wait([acquire])
-            if not acquire.cancelled() and acquire.exception() is None:
-                pool.release(acquire.result())
+            outcome = None if acquire.cancelled() else acquire.result()
+            if isinstance(outcome, DigitalPerson):
+                pool.release(outcome)
             return None
         self.info.queue_wait_s = time.monotonic() - started
-        try:
-            return acquire.result()
-        except QueueRefused as refused:
-            logger.info("socket %s: noScene: %s", self.info.socket_id, refused)
+        self._journal.update(self.info.socket_id, queue_wait_s=self.info.queue_wait_s)
+        outcome = acquire.result()
+        if isinstance(outcome, QueueRefused):
+            logger.info("socket %s: noScene: %s", self.info.socket_id, outcome)
             await self._execute(self._machine.end("noScene"))
             return None
+        return outcome
+
+    async def _queue_for_person(self) -> DigitalPerson | QueueRefused:
+        try:
+            return await self._state.pool.acquire(self, self._on_queue_position)
+        except QueueRefused as refused:
+            return refused
 
     def _on_queue_position(self, position: QueuePosition) -> None:
         self.info.queue_positions.append(position.position)
+        self._journal.event(
+            self.info.socket_id, "queue", f"{position.position}/{position.size}", time.time()
+        )
         frame = DpkitEvent(
             "queue",
             {"position": position.position, "size": position.size, "etaMs": position.eta_ms},
@@ -173,6 +222,14 @@ class SignallingSession:
         for action in actions:
             await self._carry_out(action)
         self.info.phase = self._machine.phase.value
+        self._journal_state()
+
+    def _journal_state(self) -> None:
+        """Record the connection state this socket is in, once per change."""
+        shown = _SHOWN_STATE[self._machine.phase]
+        if shown != self._shown:
+            self._shown = shown
+            self._journal.event(self.info.socket_id, "state", shown, time.time())
 
     async def _carry_out(self, action: Action) -> None:
         if isinstance(action, SendFrame):
@@ -209,6 +266,10 @@ class SignallingSession:
             return
         session_id = self._new_session_id()
         self.info.session_id = session_id
+        microphone, camera = offered_devices(action.offer.sdp)
+        self._journal.update(
+            self.info.socket_id, session_id=session_id, microphone=microphone, camera=camera
+        )
         accepted = Accepted(
             session_id=session_id,
             resume_requested=False,
@@ -273,6 +334,10 @@ class SignallingSession:
         self.info.events.append(type(event).NAME)
         if isinstance(event, UserCamera):
             self.info.user_camera.append(event.active)
+            self._journal.update(self.info.socket_id, camera=event.active)
+            self._journal.event(
+                self.info.socket_id, "camera", "on" if event.active else "off", time.time()
+            )
 
     async def _notify_protocol_error(self, error: ProtocolError) -> None:
         logger.warning("session %s: %s", self.session_id, error.message)
@@ -290,6 +355,8 @@ class SignallingSession:
                 self._state.pool.release(self._person, session_s=length)
                 self._person = None
             self._state.ended.append(self.info)
+            self._journal_state()
+            self._journal.ended(self.info.socket_id, reason, time.time())
             if self.session_id is not None:
                 logger.info("session %s: ended (%s)", self.session_id, reason)
         if self._peer is not None:

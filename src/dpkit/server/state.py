@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from dpkit.server.journal import Journal
 from dpkit.server.keys import KeyStore
 from dpkit.server.pool import DigitalPersonPool
 from dpkit.server.settings import Settings
@@ -26,6 +27,7 @@ class ServerState:
     keys: KeyStore
     signer: TokenSigner
     pool: DigitalPersonPool
+    journal: Journal
     #: Every open session socket.
     live: set[SignallingSession] = field(default_factory=set)
     #: Accepted sessions by session id.
