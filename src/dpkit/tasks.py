@@ -37,6 +37,14 @@ class TaskOwner:
         if not task.cancelled() and task.exception() is not None:
             logger.error("%s failed", task.get_name(), exc_info=task.exception())
 
+    async def join(self, grace_s: float = 5.0) -> None:
+        """Wait (bounded) for the tasks running now to finish by themselves, then close."""
+        current = asyncio.current_task()
+        running = [task for task in self._tasks if task is not current]
+        if running:
+            await asyncio.wait(running, timeout=grace_s)
+        await self.close()
+
     async def close(self, grace_s: float = 5.0) -> None:
         """Cancel every task and wait (bounded) for them to finish. Idempotent."""
         self._closed = True

@@ -151,6 +151,7 @@ class Reporter(Protocol):
     def connected(self, session_id: str, steps: dict[str, float]) -> None: ...
     def failed(self, error: DpkitError) -> None: ...
     def media(self, stats: MediaStats) -> None: ...
+    def idle_warning(self, closes_in_s: float) -> None: ...
     def disconnected(self, session_id: str, reason: str) -> None: ...
     def close(self) -> None: ...
 
@@ -162,6 +163,13 @@ class MediaStats:
     video_frames: int = 0
     video_size: tuple[int, int] = (0, 0)
     audio_samples: list[np.ndarray] = field(default_factory=list)
+    #: When the server will end the idle session (``time.monotonic()``), once it has warned.
+    idle_deadline: float | None = None
+
+    def closes_in_s(self) -> float | None:
+        if self.idle_deadline is None:
+            return None
+        return max(0.0, self.idle_deadline - time.monotonic())
 
     def audio_dbfs(self) -> float:
         if not self.audio_samples:
@@ -223,9 +231,16 @@ class ConsoleReporter:
 
     def media(self, stats: MediaStats) -> None:
         width, height = stats.video_size
+        closes_in = stats.closes_in_s()
+        countdown = "" if closes_in is None else f"  [yellow]idle: closes in {closes_in:.0f} s[/]"
         self._console.print(
             f"  receiving video {width}x{height} at {stats.video_frames} fps, "
-            f"audio {stats.audio_dbfs():.1f} dBFS"
+            f"audio {stats.audio_dbfs():.1f} dBFS{countdown}"
+        )
+
+    def idle_warning(self, closes_in_s: float) -> None:
+        self._console.print(
+            f"  [yellow]No interaction: the server ends this session in {closes_in_s:.0f} s[/]"
         )
 
     def disconnected(self, session_id: str, reason: str) -> None:
@@ -266,6 +281,9 @@ class JsonReporter:
             videoSize=list(stats.video_size),
             audioDbfs=None if math.isinf(dbfs) else round(dbfs, 1),
         )
+
+    def idle_warning(self, closes_in_s: float) -> None:
+        self._emit("idleWarning", closesInMs=round(closes_in_s * 1000))
 
     def disconnected(self, session_id: str, reason: str) -> None:
         self._emit("disconnected", sessionId=session_id, reason=reason)
@@ -382,6 +400,12 @@ async def stay_connected(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     stats = MediaStats()
+
+    def on_idle_warning(_scene: Scene, closes_in_s: float) -> None:
+        stats.idle_deadline = time.monotonic() + closes_in_s
+        reporter.idle_warning(closes_in_s)
+
+    scene.on_idle_warning.add_listener(on_idle_warning)
     counters = [
         asyncio.create_task(count_video(scene, stats)),
         asyncio.create_task(count_audio(scene, stats)),

@@ -39,7 +39,7 @@ from dpkit.errors import (
     ServerConnectionFailed,
     SessionTimeout,
 )
-from dpkit.protocol.messages import Frame
+from dpkit.protocol.messages import DpkitEvent, Frame, KeepAlive
 from dpkit.protocol.states import ConnectionState, ConnectionStateData, ConnectionStateName
 from dpkit.rtc import loopback_for, validate_addresses
 from dpkit.tasks import TaskOwner
@@ -135,6 +135,9 @@ class Scene:
         self.on_disconnected_event: Event[[Scene, str, str]] = Event("on_disconnected_event")
         #: Frames of other categories (``scene``, ``dpkit``) as they arrive.
         self.on_message: Event[[Frame]] = Event("on_message")
+        #: The server will end an idle session soon: ``(scene, seconds_left)``. Interact, or
+        #: call :meth:`keep_alive`, to keep it.
+        self.on_idle_warning: Event[[Scene, float]] = Event("on_idle_warning")
         self._connection: Connection | None = None
         self._connecting = False
         self._media = UserMedia()
@@ -264,8 +267,21 @@ class Scene:
             user_text=user_text,
             on_state=self.connection_state._changed,
             on_ended=self._on_session_ended,
-            on_frame=self.on_message.call,
+            on_frame=self._on_frame,
         )
+
+    def _on_frame(self, frame: Frame) -> None:
+        if isinstance(frame, DpkitEvent) and frame.name == "idleWarning":
+            closes_in_ms = frame.body.get("closesInMs")
+            if isinstance(closes_in_ms, int | float):
+                self.on_idle_warning.call(self, closes_in_ms / 1000)
+        self.on_message.call(frame)
+
+    async def keep_alive(self) -> None:
+        """Tell the server the user is still there (``keepAlive``): restarts its idle timer."""
+        if self._connection is None:
+            raise InvalidStateError("cannot keep alive: scene is not connected")
+        await self._connection.send(KeepAlive())
 
     def _on_session_ended(self, session_id: str, reason: str) -> None:
         """The server (or the network) ended a connected session."""
@@ -287,7 +303,8 @@ class Scene:
         if connection is not None:
             await connection.disconnect()
         self._media.stop()
-        await self._tasks.close()
+        # Let a release the server's ending started finish its cleanup rather than cut it short.
+        await self._tasks.join()
         self._tasks = TaskOwner("scene")
         self.connection_state._reset()
 

@@ -34,6 +34,10 @@ class PersonaSettings:
     video_width: int = 640
     video_height: int = 480
     video_fps: float = 15.0
+    #: A session with no interaction for this long ends with sessionTimeout (seconds).
+    idle_timeout_s: float = 300.0
+    #: How long before that the client is warned (``dpkit/idleWarning``); 0: no warning.
+    idle_warning_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.video_width < 16 or self.video_height < 16:
@@ -44,6 +48,11 @@ class PersonaSettings:
             )
         if not 0 < self.video_fps <= 60:
             raise ConfigurationError(f"persona video_fps must be in (0, 60], got {self.video_fps}")
+        if self.idle_timeout_s <= 0 or not 0 <= self.idle_warning_s <= self.idle_timeout_s:
+            raise ConfigurationError(
+                "persona idle_timeout_s must be positive and idle_warning_s within it, got "
+                f"{self.idle_timeout_s} and {self.idle_warning_s}"
+            )
 
 
 @dataclass(frozen=True)

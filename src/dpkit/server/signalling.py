@@ -33,12 +33,15 @@ from dpkit.protocol.messages import (
     Accepted,
     DpkitEvent,
     IceServer,
+    KeepAlive,
     SceneResponse,
     SessionSettings,
     UserCamera,
+    UserText,
     serialize_frame,
 )
 from dpkit.protocol.server import CONNECTION_LOST, ServerPhase, ServerSession
+from dpkit.server.idle import IdleTimer
 from dpkit.server.pool import DigitalPerson, QueuePosition, QueueRefused
 from dpkit.server.rtc import PersonaPeer
 from dpkit.tasks import TaskOwner
@@ -68,6 +71,9 @@ def offered_devices(sdp: str) -> tuple[bool, bool]:
     kinds = [line[2:].split(" ", 1)[0] for line in sdp.splitlines() if line.startswith("m=")]
     return kinds.count("audio") > 1, kinds.count("video") > 1
 
+
+#: Scene requests that count as the user interacting (they restart the idle timer).
+INTERACTIONS = frozenset({"conversationSend", "startSpeaking", "startRecognize"})
 
 #: How long a transport that went down may wait for the client's close frame (seconds).
 TRANSPORT_LOSS_GRACE_S = 2.0
@@ -107,11 +113,14 @@ class SignallingSession:
         self._machine = ServerSession()
         self._person: DigitalPerson | None = None
         self._peer: PersonaPeer | None = None
+        self._closing_peer: asyncio.Task[None] | None = None
         self._tasks = TaskOwner("session")
         #: Set once :meth:`run` has released everything.
         self.finished = asyncio.Event()
         self.info = SessionInfo(secrets.token_hex(8), key_id, time.time())
         self._journal = state.journal
+        persona = state.settings.persona
+        self._idle = IdleTimer(persona.idle_timeout_s, persona.idle_warning_s)
         self._shown: str | None = None
         self._journal.opened(
             self.info.socket_id,
@@ -301,6 +310,7 @@ class SignallingSession:
             return
         await self._execute(self._machine.transport_connected())
         self.info.connected_at = time.monotonic()
+        self._tasks.spawn(self._idle.run(self._warn_idle, self._expire_idle), "idle")
         logger.info("session %s: connected (%s)", self.session_id, self._person_label())
         await peer.wait_closed_or_failed()
         # The Web SDK closes its peer connection just before it sends close {normal}: give that
@@ -320,6 +330,8 @@ class SignallingSession:
 
     async def _answer_scene_request(self, action: AnswerSceneRequest) -> None:
         request = action.request
+        if request.name in INTERACTIONS:
+            self._idle.touch()
         # Server rule: answer every request, or the browser waits for it forever.
         response = SceneResponse(
             request.name,
@@ -329,9 +341,20 @@ class SignallingSession:
         )
         await self._carry_out(SendFrame(response))
 
+    async def _warn_idle(self, closes_in_s: float) -> None:
+        logger.info("session %s: idle, closing in %.0f s", self.session_id, closes_in_s)
+        frame = DpkitEvent("idleWarning", {"closesInMs": round(closes_in_s * 1000)})
+        await self._carry_out(SendFrame(frame))
+
+    async def _expire_idle(self) -> None:
+        logger.info("session %s: idle for %.0f s", self.session_id, self._idle.timeout_s)
+        await self.end("sessionTimeout")
+
     def _on_client_event(self, action: ClientEvent) -> None:
         event = action.event
         self.info.events.append(type(event).NAME)
+        if isinstance(event, KeepAlive | UserText):
+            self._idle.touch()
         if isinstance(event, UserCamera):
             self.info.user_camera.append(event.active)
             self._journal.update(self.info.socket_id, camera=event.active)
@@ -359,6 +382,10 @@ class SignallingSession:
             self._journal.ended(self.info.socket_id, reason, time.time())
             if self.session_id is not None:
                 logger.info("session %s: ended (%s)", self.session_id, reason)
-        if self._peer is not None:
-            peer, self._peer = self._peer, None
-            await peer.close()
+        if self._peer is not None and self._closing_peer is None:
+            # Closed in a task of its own: the caller may be a task that run() is about to
+            # cancel (the idle timer, the transport watcher), and a peer connection cancelled
+            # half-way through closing leaks its sockets. run() awaits it in the end.
+            self._closing_peer = asyncio.get_running_loop().create_task(self._peer.close())
+        if self._closing_peer is not None:
+            await asyncio.shield(self._closing_peer)
