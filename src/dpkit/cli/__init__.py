@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from dpkit import __version__
-from dpkit.cli import connect, demo, serve, sessions
+from dpkit.cli import connect, demo, serve, sessions, watch
 
 DESCRIPTION = """\
 dpkit connects people to a Digital Person: a real-time, talking, animated persona.
@@ -17,6 +17,7 @@ dpkit connects people to a Digital Person: a real-time, talking, animated person
   dpkit connect    connect to a Digital Person and show the connection's progress
   dpkit demo       both at once: a server on a free port and a client connected to it
   dpkit sessions   list sessions, or show one's timeline, from the server's journal
+  dpkit watch      follow every session's state changes on a server, live
 
 Run 'dpkit COMMAND --help' for a command's options.
 """
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_parser(commands)
     demo.add_parser(commands)
     sessions.add_parser(commands)
+    watch.add_parser(commands)
     return parser
 
 

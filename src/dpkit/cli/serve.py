@@ -102,4 +102,6 @@ def print_banner(server: DpkitServer, console: Console) -> None:
     console.print(f"  data directory:  {settings.data_dir}")
     console.print(f"  ICE addresses:   {', '.join(settings.effective_ice_addresses or ('all',))}")
     console.print(f"  API key:         {server.api_key()}", soft_wrap=True)
+    console.print(f"  admin token:     {server.admin_token}")
     console.print(f"  connect with:    dpkit connect {server.url}")
+    console.print(f"  watch with:      dpkit watch {server.url}")

@@ -13,9 +13,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from dpkit.server.admin import add_admin_routes
 from dpkit.server.endpoints import add_routes, cors_middleware
+from dpkit.server.fanout import FanOutJournal
+from dpkit.server.feed import StateFeed
 from dpkit.server.journal import SqliteJournal
 from dpkit.server.keys import KeyStore
+from dpkit.server.metrics import SessionMetrics
 from dpkit.server.page import add_page_routes, find_web_sdk
 from dpkit.server.pool import DigitalPersonPool
 from dpkit.server.settings import Settings
@@ -29,17 +33,24 @@ SHUTDOWN_GRACE_S = 5.0
 
 def build_state(settings: Settings) -> ServerState:
     keys = KeyStore.load_or_create(settings.data_dir)
+    pool = DigitalPersonPool(
+        settings.capacity,
+        settings.persona,
+        max_queue=settings.queue_max_length,
+        max_wait_s=settings.queue_max_wait_s,
+    )
+    store = SqliteJournal.in_data_dir(settings.data_dir)
+    feed = StateFeed()
+    metrics = SessionMetrics(lambda: pool.queue_length)
     return ServerState(
         settings=settings,
         keys=keys,
         signer=TokenSigner(keys.signing_secret),
-        pool=DigitalPersonPool(
-            settings.capacity,
-            settings.persona,
-            max_queue=settings.queue_max_length,
-            max_wait_s=settings.queue_max_wait_s,
-        ),
-        journal=SqliteJournal.in_data_dir(settings.data_dir),
+        pool=pool,
+        journal=FanOutJournal([store, feed, metrics]),
+        store=store,
+        feed=feed,
+        metrics=metrics,
         web_sdk_dir=find_web_sdk(settings) if settings.serve_page else None,
     )
 
@@ -48,6 +59,7 @@ def create_app(settings: Settings) -> web.Application:
     """The aiohttp application for ``settings``."""
     app = web.Application(middlewares=[cors_middleware])
     add_routes(app)
+    add_admin_routes(app)
     if settings.serve_page:
         add_page_routes(app)
 

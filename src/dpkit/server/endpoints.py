@@ -53,8 +53,11 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        response = exc
-    response.headers.update(_cors_headers(request))
+        # Answer with a plain response carrying the same status, headers and body.
+        headers = {k: v for k, v in exc.headers.items() if k.lower() != "content-length"}
+        response = web.Response(status=exc.status, body=exc.body, headers=headers)
+    if not response.prepared:
+        response.headers.update(_cors_headers(request))
     return response
 
 

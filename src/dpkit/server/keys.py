@@ -37,8 +37,16 @@ class KeyRecord:
 class KeyStore:
     """API keys by id, and the secret that signs session tokens."""
 
-    def __init__(self, signing_secret: bytes, keys: list[KeyRecord], path: Path | None) -> None:
+    def __init__(
+        self,
+        signing_secret: bytes,
+        keys: list[KeyRecord],
+        path: Path | None,
+        admin_token: str | None = None,
+    ) -> None:
         self.signing_secret = signing_secret
+        #: The token that opens the admin API (``Authorization: Bearer <token>``).
+        self.admin_token = admin_token or secrets.token_urlsafe(24)
         self._keys = {key.key_id: key for key in keys}
         self._path = path
 
@@ -69,6 +77,7 @@ class KeyStore:
             return
         data = {
             "signingSecret": self.signing_secret.hex(),
+            "adminToken": self.admin_token,
             "keys": [asdict(key) for key in self._keys.values()],
         }
         tmp = self._path.with_suffix(".tmp")
@@ -91,6 +100,9 @@ class KeyStore:
         try:
             data = json.loads(path.read_text())
             keys = [KeyRecord(**item) for item in data["keys"]]
-            return cls(bytes.fromhex(data["signingSecret"]), keys, path)
+            store = cls(bytes.fromhex(data["signingSecret"]), keys, path, data.get("adminToken"))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigurationError(f"{path} is not a valid key file: {exc}") from None
+        if "adminToken" not in data:
+            store._save()  # a key file from before the admin API: keep the new token
+        return store

@@ -37,6 +37,10 @@ class DpkitServer:
     def state(self) -> ServerState:
         return self.app[STATE]
 
+    @property
+    def admin_token(self) -> str:
+        return self.settings.admin_token or self.state.keys.admin_token
+
     def api_key(self, label: str = "default") -> str:
         """The API key for the key named ``label`` (the default key unless told)."""
         for record in self.state.keys.keys:

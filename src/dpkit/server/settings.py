@@ -84,6 +84,8 @@ class Settings:
     #: Routing id of this node (``accepted.server``).
     node_id: str = "node-1"
     persona: PersonaSettings = field(default_factory=PersonaSettings)
+    #: The admin API's token; empty: the one generated in keys.json.
+    admin_token: str = ""
     #: Serve the reference page at ``/`` (with ``/api/jwt`` and the default key for it).
     serve_page: bool = True
     #: Where the Web SDK's bundle is; empty: found under ``node_modules/`` (see server.page).

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from dpkit.server.journal import Journal
+from dpkit.server.feed import StateFeed
+from dpkit.server.journal import Journal, SqliteJournal
 from dpkit.server.keys import KeyStore
+from dpkit.server.metrics import SessionMetrics
 from dpkit.server.pool import DigitalPersonPool
 from dpkit.server.settings import Settings
 from dpkit.server.tokens import TokenSigner
@@ -27,7 +29,11 @@ class ServerState:
     keys: KeyStore
     signer: TokenSigner
     pool: DigitalPersonPool
+    #: Every session happening goes here; it fans out to the store, the feed and the metrics.
     journal: Journal
+    store: SqliteJournal
+    feed: StateFeed
+    metrics: SessionMetrics
     #: Every open session socket.
     live: set[SignallingSession] = field(default_factory=set)
     #: Accepted sessions by session id.

@@ -1,0 +1,122 @@
+"""The admin API: sessions, a live feed of their state changes, closing one, and metrics.
+
+Everything but ``/metrics`` needs the admin token, as ``Authorization: Bearer <token>`` or, for
+an ``EventSource`` that cannot set headers, ``?token=<token>``. The token is generated on first
+start and kept in ``keys.json`` (``dpkit serve`` prints it); the ``admin_token`` setting
+overrides it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+from dataclasses import asdict
+
+from aiohttp import web
+
+from dpkit.server.state import STATE, ServerState
+
+#: How often the event stream sends a comment so proxies keep it open (seconds).
+HEARTBEAT_S = 15.0
+
+
+def admin_token(state: ServerState) -> str:
+    return state.settings.admin_token or state.keys.admin_token
+
+
+def _authorized(request: web.Request) -> bool:
+    state = request.app[STATE]
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    given = given or request.query.get("token", "")
+    return hmac.compare_digest(given.encode(), admin_token(state).encode())
+
+
+def _require_admin(request: web.Request) -> None:
+    if not _authorized(request):
+        raise web.HTTPUnauthorized(
+            text=json.dumps({"error": "the admin API needs the admin token"}),
+            content_type="application/json",
+        )
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    """``GET /api/sessions?limit=N``: recent sessions, newest first (live ones have no ending)."""
+    _require_admin(request)
+    try:
+        limit = max(1, min(1000, int(request.query.get("limit", "50"))))
+    except ValueError:
+        raise web.HTTPBadRequest(text='{"error": "limit must be an integer"}') from None
+    records = request.app[STATE].store.list(limit)
+    return web.json_response({"sessions": [asdict(record) for record in records]})
+
+
+async def show_session(request: web.Request) -> web.Response:
+    """``GET /api/sessions/{id}``: one session (by session or socket id) with its timeline."""
+    _require_admin(request)
+    record = request.app[STATE].store.show(request.match_info["id"])
+    if record is None:
+        return web.json_response({"error": "no such session"}, status=404)
+    return web.json_response(asdict(record))
+
+
+async def close_session(request: web.Request) -> web.Response:
+    """``POST /api/sessions/{id}/close`` with optional ``{"reason": ...}``: end a live session."""
+    _require_admin(request)
+    state = request.app[STATE]
+    session = state.sessions.get(request.match_info["id"])
+    if session is None:
+        return web.json_response({"error": "no such live session"}, status=404)
+    reason = "normal"
+    if request.can_read_body:
+        with contextlib.suppress(ValueError):
+            body = await request.json()
+            if isinstance(body, dict) and isinstance(body.get("reason"), str):
+                reason = body["reason"]
+    await session.end(reason)
+    return web.json_response({"sessionId": session.session_id, "reason": reason})
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """``GET /api/events``: every session's state changes as Server-Sent Events."""
+    _require_admin(request)
+    state = request.app[STATE]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    await response.write(b": dpkit session feed\n\n")
+    feed = state.feed.subscribe()
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(HEARTBEAT_S):
+                    event = await anext(feed)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            data = json.dumps(event, separators=(",", ":"))
+            await response.write(
+                f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
+            )
+    finally:
+        await feed.aclose()
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: Prometheus text format."""
+    body = request.app[STATE].metrics.render()
+    return web.Response(text=body, content_type="text/plain", charset="utf-8")
+
+
+def add_admin_routes(app: web.Application) -> None:
+    app.router.add_get("/api/sessions", list_sessions)
+    app.router.add_get("/api/sessions/{id}", show_session)
+    app.router.add_post("/api/sessions/{id}/close", close_session)
+    app.router.add_get("/api/events", events)
+    app.router.add_get("/metrics", metrics)

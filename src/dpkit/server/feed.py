@@ -1,0 +1,87 @@
+"""The live feed of session state changes, for other applications (SSE, webhooks, ``dpkit watch``).
+
+:class:`StateFeed` is a journal (see :mod:`dpkit.server.journal`) that turns each happening into
+a small JSON event and hands it to every subscriber. A subscriber that falls behind loses its
+oldest events rather than slowing the server down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncGenerator
+from typing import Any
+
+FeedEvent = dict[str, Any]
+
+#: Events a subscriber may have waiting before the oldest are dropped.
+SUBSCRIBER_BACKLOG = 256
+
+
+class StateFeed:
+    """Publishes every session's happenings to any number of subscribers."""
+
+    def __init__(self) -> None:
+        self._subscribers: set[asyncio.Queue[FeedEvent]] = set()
+        self._ids: dict[str, str] = {}
+        self._sequence = itertools.count(1)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def publish(self, event: FeedEvent) -> None:
+        event = {"seq": next(self._sequence), **event}
+        for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(event)
+
+    async def subscribe(self) -> AsyncGenerator[FeedEvent, None]:
+        """Every event from now on, for as long as the caller iterates."""
+        queue: asyncio.Queue[FeedEvent] = asyncio.Queue(SUBSCRIBER_BACKLOG)
+        self._subscribers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.discard(queue)
+
+    # --- the journal protocol ---------------------------------------------------------------
+
+    def _base(self, socket_id: str, kind: str, at: float) -> FeedEvent:
+        return {
+            "type": kind,
+            "socketId": socket_id,
+            "sessionId": self._ids.get(socket_id),
+            "at": at,
+        }
+
+    def opened(
+        self, socket_id: str, *, key_id: str, client_kind: str, node: str, persona: str, at: float
+    ) -> None:
+        self.publish(
+            {
+                **self._base(socket_id, "opened", at),
+                "client": client_kind,
+                "node": node,
+                "persona": persona,
+            }
+        )
+
+    def event(self, socket_id: str, kind: str, detail: str, at: float) -> None:
+        if kind == "end":
+            return  # ended() says it with the reason
+        self.publish({**self._base(socket_id, kind, at), kind: detail})
+
+    def update(self, socket_id: str, **fields: object) -> None:
+        session_id = fields.get("session_id")
+        if isinstance(session_id, str):
+            self._ids[socket_id] = session_id
+
+    def ended(self, socket_id: str, ending: str, at: float) -> None:
+        self.publish({**self._base(socket_id, "ended", at), "reason": ending})
+        self._ids.pop(socket_id, None)
+
+    def close(self) -> None:
+        self._subscribers.clear()
