@@ -25,6 +25,7 @@ from dpkit.server.pool import DigitalPersonPool
 from dpkit.server.settings import Settings
 from dpkit.server.state import STATE, ServerState
 from dpkit.server.tokens import TokenSigner
+from dpkit.server.webhooks import Webhooks
 
 logger = logging.getLogger("dpkit.server")
 
@@ -51,6 +52,11 @@ def build_state(settings: Settings) -> ServerState:
         store=store,
         feed=feed,
         metrics=metrics,
+        webhooks=Webhooks(
+            feed,
+            settings.webhook_urls,
+            settings.webhook_secret or settings.admin_token or keys.admin_token,
+        ),
         web_sdk_dir=find_web_sdk(settings) if settings.serve_page else None,
     )
 
@@ -66,10 +72,12 @@ def create_app(settings: Settings) -> web.Application:
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         state = build_state(settings)
         app[STATE] = state
+        state.webhooks.start()
         logger.info("serving %d Digital Person(s) of %s", settings.capacity, settings.persona.name)
         yield
         # Normally a no-op by now: on_shutdown below already ended the sessions.
         await shutdown(state)
+        await state.webhooks.close()
         state.journal.close()
 
     async def end_sessions(app: web.Application) -> None:

@@ -84,6 +84,10 @@ class Settings:
     #: Routing id of this node (``accepted.server``).
     node_id: str = "node-1"
     persona: PersonaSettings = field(default_factory=PersonaSettings)
+    #: URLs that receive every feed event as a signed POST (see server.webhooks).
+    webhook_urls: tuple[str, ...] = ()
+    #: The HMAC key for webhook signatures; empty: the admin token.
+    webhook_secret: str = ""
     #: The admin API's token; empty: the one generated in keys.json.
     admin_token: str = ""
     #: Serve the reference page at ``/`` (with ``/api/jwt`` and the default key for it).

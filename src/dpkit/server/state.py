@@ -16,6 +16,7 @@ from dpkit.server.metrics import SessionMetrics
 from dpkit.server.pool import DigitalPersonPool
 from dpkit.server.settings import Settings
 from dpkit.server.tokens import TokenSigner
+from dpkit.server.webhooks import Webhooks
 
 if TYPE_CHECKING:
     from dpkit.server.signalling import SessionInfo, SignallingSession
@@ -34,6 +35,7 @@ class ServerState:
     store: SqliteJournal
     feed: StateFeed
     metrics: SessionMetrics
+    webhooks: Webhooks
     #: Every open session socket.
     live: set[SignallingSession] = field(default_factory=set)
     #: Accepted sessions by session id.
