@@ -305,3 +305,22 @@ async def test_page_waits_in_the_queue_and_connects_when_a_person_frees_up(
     seen = await second.evaluate("window.dpkitPage")
     assert progress(seen["states"]) == CONNECT_STATES
     assert [i.ending for i in server.state.ended] == ["normal"]
+
+
+async def test_browser_resumes_its_session_across_a_page_load(
+    server: DpkitServer, browser: Browser
+) -> None:
+    """With a persistent key, reloading the page and connecting again resumes the same session."""
+    server.state.keys.add("persistent", persistence=True)
+    key = server.api_key("persistent")
+    page = await open_page(browser, server.url, apiKey=key, **NO_DEVICES)
+    first = await connect(page)
+    assert first["error"] is None
+    await page.reload()
+    await page.wait_for_selector("body[data-ready=true]")
+    await until(lambda: first["sessionId"] in server.state.detached)
+    again = await connect(page)
+    assert again["error"] is None
+    assert again["sessionId"] == first["sessionId"]
+    assert progress(again["states"]) == CONNECT_STATES
+    assert list(server.state.sessions) == [first["sessionId"]]

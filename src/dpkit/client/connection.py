@@ -32,7 +32,16 @@ from dpkit.protocol.actions import (
     StateChanged,
 )
 from dpkit.protocol.client import ClientPhase, ClientSession
-from dpkit.protocol.messages import Frame, Ice, Offer, VideoBounds, WebRtcEvent, serialize_frame
+from dpkit.protocol.messages import (
+    Accepted,
+    Frame,
+    Ice,
+    Offer,
+    UpdateOffer,
+    VideoBounds,
+    WebRtcEvent,
+    serialize_frame,
+)
 from dpkit.protocol.states import ConnectionState, ConnectionStateData
 from dpkit.tasks import TaskOwner
 
@@ -83,6 +92,11 @@ class Connection:
     @property
     def phase(self) -> ClientPhase:
         return self._machine.phase
+
+    @property
+    def accepted(self) -> Accepted | None:
+        """The server's ``accepted`` frame, once it came."""
+        return self._machine.accepted
 
     async def connect(self) -> str:
         """Open the socket and run the handshake; return the session id or raise its error."""
@@ -191,7 +205,13 @@ class Connection:
     async def _create_peer(self, action: CreatePeerConnection) -> None:
         self.peer = UserPeer(self._media, action.ice_servers, self._addresses)
         sdp = await self.peer.make_offer()
-        await self.send(Offer(sdp, user_text=self._user_text))
+        if action.resume_session_id is not None:
+            # Resuming: a fresh peer connection's offer for the session we had (an ICE restart).
+            await self.send(
+                UpdateOffer(sdp, user_text=self._user_text, session_id=action.resume_session_id)
+            )
+        else:
+            await self.send(Offer(sdp, user_text=self._user_text))
         # aiortc puts every candidate in the offer; say so as the browser does once it is done.
         await self.send(Ice(candidate="", sdp_mid="", sdp_mline_index=0, complete=True))
         await self.send(VideoBounds(*self._bounds))

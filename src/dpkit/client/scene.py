@@ -17,7 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -32,13 +32,16 @@ from dpkit.client.devices import (
 )
 from dpkit.client.events import Event
 from dpkit.client.options import DEFAULT_REQUESTED, DEFAULT_REQUIRED, MediaDevices, RetryOptions
+from dpkit.client.persistence import FileSessionStore, SessionStore, StoredSession
 from dpkit.errors import (
     ConfigurationError,
     ConnectionError_,
     InvalidStateError,
+    NoSessionToResume,
     ServerConnectionFailed,
     SessionTimeout,
 )
+from dpkit.protocol.client import CONNECTION_LOST
 from dpkit.protocol.messages import DpkitEvent, Frame, KeepAlive
 from dpkit.protocol.states import ConnectionState, ConnectionStateData, ConnectionStateName
 from dpkit.rtc import loopback_for, validate_addresses
@@ -111,7 +114,14 @@ class Scene:
         devices: DeviceProvider | None = None,
         ice_addresses: tuple[str, ...] | list[str] | None = None,
         video_bounds: tuple[int, int] = (640, 480),
+        session_store: SessionStore | None = None,
     ) -> None:
+        #: Where a persistent session's server and id are kept between connects.
+        self.session_store: SessionStore = (
+            session_store if session_store is not None else FileSessionStore()
+        )
+        self._supports_persistence = False
+        self._resumed = False
         self._api_key = api_key
         self.requested_media_devices = (
             DEFAULT_REQUESTED
@@ -145,6 +155,14 @@ class Scene:
         self.session_id: str | None = None
 
     # --- the Web SDK's surface --------------------------------------------------------------
+
+    def supports_session_persistence(self) -> bool:
+        """Whether this session can be resumed (the API key allows it: ``resumeRequested``)."""
+        return self._supports_persistence
+
+    def is_resumed_session(self) -> bool:
+        """Whether the last connect resumed an earlier session rather than starting one."""
+        return self._resumed
 
     def is_connected(self) -> bool:
         return self._connection is not None and self.connection_state.name is (
@@ -220,12 +238,25 @@ class Scene:
             self.requested_media_devices, self.required_media_devices, self._devices
         )
         try:
+            resuming = False
             if server_uri is not None and access_token is not None:
                 token = SessionToken(server_uri, access_token)
             else:
                 assert self._api_key is not None
-                token = await fetch_token(self._api_key)
-            session_id = await self._attempts(token, retry_options or RetryOptions(), user_text)
+                stored = self.session_store.load(self._api_key)
+                token = await fetch_token(
+                    self._api_key, session_id=stored.session_id if stored else None
+                )
+                if stored is not None:
+                    # As the Web SDK does: the node that holds the session, at the same host.
+                    token = SessionToken(_server_route(token.url, stored.server), token.jwt)
+                    resuming = True
+            try:
+                session_id = await self._attempts(token, retry_options or RetryOptions(), user_text)
+            except NoSessionToResume:
+                self._forget_session()
+                raise
+            self._remember_session(resumed=resuming)
         except BaseException:
             self._media.stop()
             raise
@@ -270,6 +301,18 @@ class Scene:
             on_frame=self._on_frame,
         )
 
+    def _remember_session(self, *, resumed: bool) -> None:
+        accepted = self._connection.accepted if self._connection is not None else None
+        self._resumed = resumed
+        self._supports_persistence = bool(accepted and accepted.resume_requested)
+        if self._supports_persistence and accepted is not None and self._api_key is not None:
+            server = accepted.server or ""
+            self.session_store.save(self._api_key, StoredSession(server, accepted.session_id))
+
+    def _forget_session(self) -> None:
+        if self._api_key is not None:
+            self.session_store.clear(self._api_key)
+
     def _on_frame(self, frame: Frame) -> None:
         if isinstance(frame, DpkitEvent) and frame.name == "idleWarning":
             closes_in_ms = frame.body.get("closesInMs")
@@ -288,6 +331,9 @@ class Scene:
         connection = self._connection
         self._connection = None
         logger.info("session %s: disconnected (%s)", session_id, reason)
+        if reason != CONNECTION_LOST:
+            # The server ended it: nothing to resume. A cut socket keeps it resumable.
+            self._forget_session()
         if connection is not None:
             # Called from the connection's own reader: let another task close it.
             self._tasks.spawn(self._release(connection), "release")
@@ -302,6 +348,7 @@ class Scene:
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.disconnect()
+            self._forget_session()
         self._media.stop()
         # Let a release the server's ending started finish its cleanup rather than cut it short.
         await self._tasks.join()
@@ -322,6 +369,12 @@ class Scene:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _server_route(url: str, server: str) -> str:
+    """``ws://host/session`` becomes ``ws://host/server/<server>`` (the resume route)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/server/{server}", parts.query, ""))
 
 
 async def _frames(track: MediaStreamTrack | None) -> AsyncIterator[av.VideoFrame | av.AudioFrame]:

@@ -21,6 +21,7 @@ from dpkit.server.journal import SqliteJournal
 from dpkit.server.keys import KeyStore
 from dpkit.server.metrics import SessionMetrics
 from dpkit.server.page import add_page_routes, find_web_sdk
+from dpkit.server.persistence import DetachedSessions
 from dpkit.server.pool import DigitalPersonPool
 from dpkit.server.settings import Settings
 from dpkit.server.state import STATE, ServerState
@@ -57,6 +58,7 @@ def build_state(settings: Settings) -> ServerState:
             settings.webhook_urls,
             settings.webhook_secret or settings.admin_token or keys.admin_token,
         ),
+        detached=DetachedSessions(pool, settings.resume_window_s),
         web_sdk_dir=find_web_sdk(settings) if settings.serve_page else None,
     )
 
@@ -77,6 +79,7 @@ def create_app(settings: Settings) -> web.Application:
         yield
         # Normally a no-op by now: on_shutdown below already ended the sessions.
         await shutdown(state)
+        await state.detached.close()
         await state.webhooks.close()
         state.journal.close()
 

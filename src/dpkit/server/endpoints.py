@@ -80,8 +80,13 @@ async def token(request: web.Request) -> web.Response:
     record = state.keys.check(api_key.key_id, api_key.secret)
     if record is None:
         return _error(401, "invalid API key: this server does not know it")
+    claims: dict[str, str] = {"sub": record.key_id}
+    resume = request.query.get("sessionId")
+    if resume:
+        # Session persistence: this token may only resume that session (docs/protocol.md).
+        claims["resume"] = resume
     jwt = state.signer.issue(
-        {"sub": record.key_id}, typ="session", now=time.time(), ttl_s=state.settings.token_ttl_s
+        claims, typ="session", now=time.time(), ttl_s=state.settings.token_ttl_s
     )
     return web.json_response({"url": socket_url(request, state), "jwt": jwt})
 
@@ -118,7 +123,7 @@ async def telemetry_traces(request: web.Request) -> web.Response:
 
 
 async def session_socket(request: web.Request) -> web.StreamResponse:
-    """The session socket, ``/session?access_token=<jwt>``."""
+    """The session socket, ``/session?access_token=<jwt>``, or ``/server/<node>?...`` to resume."""
     state = request.app[STATE]
     if state.closing:
         return _error(503, "the server is shutting down")
@@ -128,10 +133,21 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
         )
     except InvalidToken as exc:
         return _error(401, f"invalid access token: {exc}")
+    node = request.match_info.get("node")
+    if node is not None and node != state.settings.node_id:
+        return _error(404, f"this is node {state.settings.node_id!r}, not {node!r}")
+    key_id = str(claims.get("sub", ""))
+    record = state.keys.get(key_id)
+    resume = claims.get("resume")
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=1 << 20)
     await ws.prepare(request)
     session = SignallingSession(
-        state, ws, str(claims.get("sub", "")), client_kind(request.headers.get("User-Agent", ""))
+        state,
+        ws,
+        key_id,
+        client_kind(request.headers.get("User-Agent", "")),
+        persistence=record is not None and record.persistence,
+        resume=resume if isinstance(resume, str) and node is not None else None,
     )
     state.live.add(session)
     try:
@@ -155,3 +171,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(TELEMETRY_JWT_PATH, telemetry_jwt)
     app.router.add_post(TELEMETRY_TRACES_PATH, telemetry_traces)
     app.router.add_get(SESSION_PATH, session_socket)
+    app.router.add_get("/server/{node}", session_socket)

@@ -49,6 +49,25 @@ class KeyStore:
         self.admin_token = admin_token or secrets.token_urlsafe(24)
         self._keys = {key.key_id: key for key in keys}
         self._path = path
+        self._loaded_mtime = self._mtime()
+
+    def _mtime(self) -> float:
+        try:
+            return self._path.stat().st_mtime if self._path is not None else 0.0
+        except OSError:
+            return 0.0
+
+    def _refresh(self) -> None:
+        """Pick up keys added by ``dpkit keys add`` while the server runs."""
+        mtime = self._mtime()
+        if self._path is None or mtime == self._loaded_mtime:
+            return
+        try:
+            data = json.loads(self._path.read_text())
+            self._keys = {item["key_id"]: KeyRecord(**item) for item in data["keys"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # a half-written file: keep what we have, read it next time
+        self._loaded_mtime = mtime
 
     @property
     def keys(self) -> list[KeyRecord]:
@@ -56,6 +75,7 @@ class KeyStore:
 
     def check(self, key_id: str | None, secret: str | None) -> KeyRecord | None:
         """The key record if ``key_id`` exists and ``secret`` matches it, else None."""
+        self._refresh()
         record = self._keys.get(key_id or "")
         if record is None or secret is None:
             return None
@@ -84,6 +104,7 @@ class KeyStore:
         tmp.write_text(json.dumps(data, indent=2))
         tmp.chmod(0o600)
         os.replace(tmp, self._path)
+        self._loaded_mtime = self._mtime()
 
     @classmethod
     def load_or_create(cls, data_dir: Path) -> KeyStore:

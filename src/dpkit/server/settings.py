@@ -69,6 +69,8 @@ class Settings:
     #: How many clients may wait for a Digital Person, and for how long (seconds), before noScene.
     queue_max_length: int = 16
     queue_max_wait_s: float = 120.0
+    #: How long a persistent session whose client vanished stays resumable (seconds).
+    resume_window_s: float = 10.0
     #: Local addresses ICE may gather on; empty: loopback for a loopback host, else every one.
     ice_addresses: tuple[str, ...] = ()
     #: ``turn:``/``stun:`` URLs sent to clients in ``established.iceServers``.
@@ -108,7 +110,13 @@ class Settings:
             raise ConfigurationError(
                 f"queue_max_length must not be negative, got {self.queue_max_length}"
             )
-        for name in ("token_ttl_s", "offer_timeout_s", "connect_timeout_s", "queue_max_wait_s"):
+        for name in (
+            "token_ttl_s",
+            "offer_timeout_s",
+            "connect_timeout_s",
+            "queue_max_wait_s",
+            "resume_window_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive")
 

@@ -75,6 +75,11 @@ def offered_devices(sdp: str) -> tuple[bool, bool]:
 #: Scene requests that count as the user interacting (they restart the idle timer).
 INTERACTIONS = frozenset({"conversationSend", "startSpeaking", "startRecognize"})
 
+#: How long a resuming socket waits for the server to notice its old socket is gone (seconds).
+RESUME_GRACE_S = 2.0
+#: The ending recorded for a socket whose persistent session was kept for its client.
+DETACHED = "detached"
+
 #: How long a transport that went down may wait for the client's close frame (seconds).
 TRANSPORT_LOSS_GRACE_S = 2.0
 
@@ -107,7 +112,12 @@ class SignallingSession:
         ws: web.WebSocketResponse,
         key_id: str,
         client_kind: str = "other",
+        *,
+        persistence: bool = False,
+        resume: str | None = None,
     ) -> None:
+        self._persistence = persistence
+        self._resume = resume
         self._state = state
         self._ws = ws
         self._machine = ServerSession()
@@ -156,7 +166,10 @@ class SignallingSession:
     async def _serve(self) -> None:
         settings = self._state.settings
         reader = self._tasks.spawn(self._read(), "reader")
-        person = await self._wait_for_person(reader)
+        if self._resume is not None:
+            person = await self._resumed_person(self._resume)
+        else:
+            person = await self._wait_for_person(reader)
         if person is None:
             await asyncio.wait([reader])
             return
@@ -169,6 +182,7 @@ class SignallingSession:
             self._machine.persona_assigned(
                 tuple(IceServer((url,)) for url in settings.ice_servers),
                 SessionSettings(settings.microphone_mute_delay_ms, settings.log_to_server),
+                resume_session_id=self._resume,
             )
         )
         await asyncio.wait([reader])
@@ -179,6 +193,17 @@ class SignallingSession:
                 await self._execute(self._machine.receive_text(message.data))
             if self._machine.phase is ServerPhase.CLOSED:
                 break
+
+    async def _resumed_person(self, session_id: str) -> DigitalPerson | None:
+        """The Digital Person of the detached session to resume, or None (noSessionToResume)."""
+        person = await self._state.detached.take(session_id, self.info.key_id, RESUME_GRACE_S)
+        if person is None:
+            logger.info("socket %s: no session %s to resume", self.info.socket_id, session_id)
+            await self._execute(self._machine.end("noSessionToResume"))
+            return None
+        person.holder = self
+        logger.info("session %s: resuming", session_id)
+        return person
 
     async def _wait_for_person(self, reader: asyncio.Task[None]) -> DigitalPerson | None:
         """A Digital Person, after a wait in the queue if need be; None if there will be none."""
@@ -273,7 +298,8 @@ class SignallingSession:
             await self._notify_protocol_error(exc)
             await self.end("mediaStreamFailed")
             return
-        session_id = self._new_session_id()
+        # A resumed session keeps its id (the machine took it from established).
+        session_id = self._machine.session_id or self._new_session_id()
         self.info.session_id = session_id
         microphone, camera = offered_devices(action.offer.sdp)
         self._journal.update(
@@ -281,7 +307,7 @@ class SignallingSession:
         )
         accepted = Accepted(
             session_id=session_id,
-            resume_requested=False,
+            resume_requested=self._persistence,
             server=settings.node_id,
             scene_id=f"{settings.node_id}-{self._person.index}",
         )
@@ -366,12 +392,29 @@ class SignallingSession:
         logger.warning("session %s: %s", self.session_id, error.message)
         await self._carry_out(SendFrame(DpkitEvent("protocolError", {"message": error.message})))
 
+    def _detachable(self, reason: str) -> bool:
+        """A persistent, connected session whose client vanished is kept for it to come back."""
+        return (
+            reason == CONNECTION_LOST
+            and self._persistence
+            and self.info.connected_at is not None
+            and self.session_id is not None
+            and self._person is not None
+            and not self._state.closing
+        )
+
     async def _release(self, reason: str) -> None:
         """Free the Digital Person and record the ending once; close the peer connection."""
         if self.info.ending is None:
             self.info.ending = reason
             if self.session_id is not None and self._state.sessions.get(self.session_id) is self:
                 del self._state.sessions[self.session_id]
+            if self._detachable(reason):
+                assert self._person is not None
+                assert self.session_id is not None
+                self._state.detached.detach(self.session_id, self.info.key_id, self._person)
+                self._person = None
+                reason = self.info.ending = DETACHED
             if self._person is not None:
                 connected_at = self.info.connected_at
                 length = None if connected_at is None else time.monotonic() - connected_at

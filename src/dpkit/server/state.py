@@ -13,6 +13,7 @@ from dpkit.server.feed import StateFeed
 from dpkit.server.journal import Journal, SqliteJournal
 from dpkit.server.keys import KeyStore
 from dpkit.server.metrics import SessionMetrics
+from dpkit.server.persistence import DetachedSessions
 from dpkit.server.pool import DigitalPersonPool
 from dpkit.server.settings import Settings
 from dpkit.server.tokens import TokenSigner
@@ -36,6 +37,8 @@ class ServerState:
     feed: StateFeed
     metrics: SessionMetrics
     webhooks: Webhooks
+    #: Persistent sessions whose client vanished, waiting for it to come back.
+    detached: DetachedSessions
     #: Every open session socket.
     live: set[SignallingSession] = field(default_factory=set)
     #: Accepted sessions by session id.
