@@ -299,6 +299,12 @@ async def test_page_waits_in_the_queue_and_connects_when_a_person_frees_up(
     second = await open_page(browser, server.url, **NO_DEVICES)
     await second.click("#connect")
     await until(lambda: server.state.pool.queue_length == 1)
+    # The socket is open on both sides; the page shows it once its 'open' event has run.
+    await second.wait_for_function(
+        "document.getElementById('state-name').textContent === 'SearchingForDigitalPerson'",
+        timeout=5 * MS,
+    )
+    await asyncio.sleep(0.3 * UNIT)  # still waiting a moment later: it stays in the queue
     assert await second.text_content("#state-name") == "SearchingForDigitalPerson"
     await first.click("#disconnect")
     await second.wait_for_function("window.dpkitPage.sessionId !== null", timeout=20 * MS)
