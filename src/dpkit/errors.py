@@ -13,6 +13,7 @@ Every error the public API raises is a :class:`DpkitError`. Connection errors ca
     │   ├── SessionTimeout          "sessionTimeout"
     │   ├── ControlFailed           "controlFailed"
     │   ├── NoSessionToResume       "noSessionToResume"
+    │   ├── AssetsFailed            "assetsFailed" (dpkit's: the persona's assets did not load)
     │   └── UnknownConnectionError  any other close reason the server sends
     ├── ProtocolError               the peer sent a frame the protocol does not allow
     ├── InvalidStateError           the API was used in a state that does not allow it
@@ -105,6 +106,15 @@ class NoSessionToResume(ConnectionError_):
     advice = "The previous session has ended: connect again to start a new one."
 
 
+class AssetsFailed(ConnectionError_):
+    """The Digital Person's asset bundle could not be fetched or verified (dpkit's addition)."""
+
+    name = "assetsFailed"
+    advice = (
+        "The Digital Person's assets could not be loaded: try again later, or tell the operator."
+    )
+
+
 class UnknownConnectionError(ConnectionError_):
     """The server closed the connection with a reason this SDK does not know."""
 
@@ -146,6 +156,7 @@ CONNECTION_ERRORS: dict[str, type[ConnectionError_]] = {
         SessionTimeout,
         ControlFailed,
         NoSessionToResume,
+        AssetsFailed,
     )
 }
 

@@ -30,6 +30,9 @@ from dpkit.rtc import ice_addresses
 from dpkit.server import DpkitServer
 from tests.support import UNIT, ServerFactory
 
+#: dpkit's informational frames, which a client may ignore (docs/protocol.md, section 9).
+PROGRESS_REPORTS = frozenset({"assets", "queue"})
+
 
 class RawClient:
     """A session socket driven by hand, with a real aiortc peer connection for the media."""
@@ -42,11 +45,14 @@ class RawClient:
         await self.ws.send_str(frame if isinstance(frame, str) else serialize_frame(frame))
 
     async def receive(self) -> Frame | None:
-        """The next frame, or None once the server closed the socket."""
-        message = await asyncio.wait_for(self.ws.receive(), 10 * UNIT)
-        if message.type is not aiohttp.WSMsgType.TEXT:
-            return None
-        return parse_frame(message.data)
+        """The next frame (skipping dpkit's progress reports), or None once the socket closed."""
+        while True:
+            message = await asyncio.wait_for(self.ws.receive(), 10 * UNIT)
+            if message.type is not aiohttp.WSMsgType.TEXT:
+                return None
+            frame = parse_frame(message.data)
+            if not (isinstance(frame, DpkitEvent) and frame.name in PROGRESS_REPORTS):
+                return frame
 
     async def offer(self) -> None:
         self.pc.addTransceiver("audio", "sendrecv")

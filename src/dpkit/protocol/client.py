@@ -216,6 +216,7 @@ class ClientSession:
         self.established: Established | None = None
         self._media_ready = False
         self._outbox: list[WebRtcEvent] = []
+        self._error_detail: str | None = None
 
     # --- inputs -----------------------------------------------------------------------------
 
@@ -360,7 +361,10 @@ class ClientSession:
 
     def _on_close(self, before: ClientPhase, payload: object) -> list[Action]:
         assert isinstance(payload, Close)
-        error = connection_error(payload.reason, f"websocket closed: {payload.reason}")
+        message = f"websocket closed: {payload.reason}"
+        if self._error_detail is not None:
+            message += f" ({self._error_detail})"
+        error = connection_error(payload.reason, message)
         return [CloseSocket(), *self._end(before, payload.reason, error)]
 
     def _on_socket_closed(self, before: ClientPhase, payload: object) -> list[Action]:
@@ -407,6 +411,10 @@ class ClientSession:
     def _on_other_frame(self, before: ClientPhase, payload: object) -> list[Action]:
         assert payload is not None
         actions: list[Action] = [DeliverFrame(payload)]  # type: ignore[arg-type]
+        if isinstance(payload, DpkitEvent) and payload.name.endswith("Error"):
+            # dpkit says why before it closes (assetsError ...): the connect error says it too.
+            detail = payload.body.get("message")
+            self._error_detail = detail if isinstance(detail, str) else None
         if isinstance(payload, DpkitEvent) and payload.name == "queue" and before is P.SEARCHING:
             queue = _queue_info(payload)
             changed = self.state.set_queue(queue) if queue is not None else None

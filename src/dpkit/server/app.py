@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from dpkit.server.admin import add_admin_routes
+from dpkit.server.assets import AssetCache
 from dpkit.server.endpoints import add_routes, cors_middleware
 from dpkit.server.fanout import FanOutJournal
 from dpkit.server.feed import StateFeed
@@ -58,6 +59,7 @@ def build_state(settings: Settings) -> ServerState:
             settings.webhook_urls,
             settings.webhook_secret or settings.admin_token or keys.admin_token,
         ),
+        assets=AssetCache(settings.data_dir / "assets"),
         detached=DetachedSessions(pool, settings.resume_window_s),
         web_sdk_dir=find_web_sdk(settings) if settings.serve_page else None,
     )

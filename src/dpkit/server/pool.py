@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dpkit.media.face import FaceRenderer
+from dpkit.server.assets import Bundle
 from dpkit.server.settings import PersonaSettings
 
 logger = logging.getLogger("dpkit.server.pool")
@@ -32,6 +33,8 @@ class DigitalPerson:
     persona: PersonaSettings
     renderer: FaceRenderer
     holder: object | None = field(default=None, repr=False)
+    #: The persona's verified asset bundle, once a session has loaded it.
+    bundle: Bundle | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ class PersonaSettings:
     video_width: int = 640
     video_height: int = 480
     video_fps: float = 15.0
+    #: The asset bundle: a directory or an http(s) URL holding manifest.json; empty: built in.
+    assets: str = ""
     #: A session with no interaction for this long ends with sessionTimeout (seconds).
     idle_timeout_s: float = 300.0
     #: How long before that the client is warned (``dpkit/idleWarning``); 0: no warning.

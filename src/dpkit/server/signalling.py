@@ -41,6 +41,7 @@ from dpkit.protocol.messages import (
     serialize_frame,
 )
 from dpkit.protocol.server import CONNECTION_LOST, ServerPhase, ServerSession
+from dpkit.server.assets import BUILTIN_BUNDLE, AssetError, AssetProgress
 from dpkit.server.idle import IdleTimer
 from dpkit.server.pool import DigitalPerson, QueuePosition, QueueRefused
 from dpkit.server.rtc import PersonaPeer
@@ -287,9 +288,17 @@ class SignallingSession:
             await self._release(action.reason)
 
     async def _start(self, action: StartSession) -> None:
-        """Load the persona (assets come later) and answer the offer; then watch the transport."""
+        """Load the persona's assets and answer the offer; then watch the transport."""
         assert self._person is not None
         settings = self._state.settings
+        source = settings.persona.assets or str(BUILTIN_BUNDLE)
+        try:
+            self._person.bundle = await self._state.assets.fetch(source, self._on_asset_progress)
+        except AssetError as exc:
+            logger.warning("socket %s: assets failed: %s", self.info.socket_id, exc)
+            await self._carry_out(SendFrame(DpkitEvent("assetsError", {"message": str(exc)})))
+            await self.end("assetsFailed")
+            return
         peer = PersonaPeer(self._person, settings.effective_ice_addresses, settings.ice_servers)
         self._peer = peer
         try:
@@ -314,6 +323,20 @@ class SignallingSession:
         self._state.sessions[session_id] = self
         await self._execute(self._machine.session_started(accepted, answer_sdp))
         self._tasks.spawn(self._watch_transport(peer), "transport")
+
+    async def _on_asset_progress(self, progress: AssetProgress) -> None:
+        frame = DpkitEvent(
+            "assets",
+            {
+                "files": progress.files_done,
+                "totalFiles": progress.files_total,
+                "bytes": progress.bytes_done,
+                "totalBytes": progress.bytes_total,
+                "fromCache": progress.from_cache,
+            },
+        )
+        # Sent in line, so progress never arrives after ``accepted``.
+        await self._carry_out(SendFrame(frame))
 
     def _new_session_id(self) -> str:
         return f"{self._state.settings.node_id}-{secrets.token_hex(8)}"

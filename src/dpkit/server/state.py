@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from dpkit.server.assets import AssetCache
 from dpkit.server.feed import StateFeed
 from dpkit.server.journal import Journal, SqliteJournal
 from dpkit.server.keys import KeyStore
@@ -37,6 +38,8 @@ class ServerState:
     feed: StateFeed
     metrics: SessionMetrics
     webhooks: Webhooks
+    #: Persona asset bundles, content-addressed under the data directory.
+    assets: AssetCache
     #: Persistent sessions whose client vanished, waiting for it to come back.
     detached: DetachedSessions
     #: Every open session socket.
