@@ -15,7 +15,7 @@ from dpkit.cli import build_parser
 from dpkit.server import DpkitServer
 from tests.support import ServerFactory, until
 
-COMMANDS = ["serve", "connect", "demo", "sessions", "watch", "keys"]
+COMMANDS = ["serve", "connect", "demo", "sessions", "watch", "keys", "orchestrator"]
 
 
 @pytest.mark.parametrize("argv", [[], *[[command] for command in COMMANDS]])

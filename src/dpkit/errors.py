@@ -15,6 +15,7 @@ Every error the public API raises is a :class:`DpkitError`. Connection errors ca
     │   ├── NoSessionToResume       "noSessionToResume"
     │   ├── AssetsFailed            "assetsFailed" (dpkit's: the persona's assets did not load)
     │   └── UnknownConnectionError  any other close reason the server sends
+    ├── RequestFailed               a scene request got no answer, or the session ended first
     ├── ProtocolError               the peer sent a frame the protocol does not allow
     ├── InvalidStateError           the API was used in a state that does not allow it
     └── ConfigurationError          bad settings, API key or arguments
@@ -123,6 +124,12 @@ class UnknownConnectionError(ConnectionError_):
     def __init__(self, name: str, message: str) -> None:
         super().__init__(message)
         self.name = name
+
+
+class RequestFailed(DpkitError):
+    """A scene request got no answer in time, or the session ended before it was answered."""
+
+    name = "requestFailed"
 
 
 class ProtocolError(DpkitError):

@@ -89,6 +89,7 @@ FEED: dict[ClientInput, Feed] = {
     I.SOCKET_CLOSED: lambda s: s.socket_closed(),
     I.MEDIA_READY: lambda s: s.media_ready(),
     I.TRANSPORT_FAILED: lambda s: s.transport_failed(),
+    I.CONTROL_LOST: lambda s: s.control_lost("controlDisconnected"),
     I.SEND: lambda s: s.send(KeepAlive()),
     I.DISCONNECT: lambda s: s.disconnect(),
 }

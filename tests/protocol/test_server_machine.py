@@ -14,6 +14,7 @@ from dpkit.protocol.actions import (
     AnswerSceneRequest,
     ClientEvent,
     CloseSocket,
+    OrchestrationEvent,
     ReleaseSession,
     SendFrame,
     StartSession,
@@ -71,6 +72,7 @@ FEED: dict[ServerInput, Feed] = {
     I.ICE: lambda s: s.receive(Ice(CANDIDATE, "0", 0, session_id=SID)),
     I.CLIENT_EVENT: lambda s: s.receive(KeepAlive(SID)),
     I.SCENE_REQUEST: lambda s: s.receive(REQUEST),
+    I.ORCHESTRATION: lambda s: s.receive(SceneEvent("conversationResponse", {})),
     I.CLIENT_CLOSE: lambda s: s.receive(Close("normal", SID)),
     I.IGNORED_FRAME: lambda s: s.receive(UnknownFrame("future", "event", "thing", {})),
     I.SERVER_FRAME: lambda s: s.receive(Connected(SID)),
@@ -424,3 +426,11 @@ def test_local_misuse_names_the_phase(phase: ServerPhase, what: ServerInput) -> 
     with pytest.raises(InvalidStateError) as caught:
         FEED[what](session)
     assert caught.value.message == f"cannot {what.value}: session is {phase.value}"
+
+
+@pytest.mark.parametrize("name", ["conversationResponse", "endConversation"])
+def test_orchestration_events_reach_the_server_once_accepted(name: str) -> None:
+    """The orchestrator's answers, relayed by the client, become OrchestrationEvent actions."""
+    session, _ = drive(ServerPhase.CONNECTED)
+    event = SceneEvent(name, {"output": {"text": "hi"}})
+    assert session.receive(event) == [OrchestrationEvent(event)]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from dpkit import Scene
 from dpkit.server import DpkitServer, PersonaSettings
-from tests.support import UNIT, ServerFactory
+from tests.support import UNIT, ServerFactory, until
 from tests.test_cli import run_cli
 
 IDLE = PersonaSettings(
@@ -67,3 +69,21 @@ async def test_cli_reports_the_warning_then_the_timeout(start_server: ServerFact
     kinds = [e["event"] for e in events if e["event"] in ("idleWarning", "disconnected")]
     assert kinds == ["idleWarning", "disconnected"]
     assert next(e for e in events if e["event"] == "disconnected")["reason"] == "sessionTimeout"
+
+
+async def test_connect_timeout_names_the_state_it_was_stuck_in(
+    start_server: ServerFactory,
+) -> None:
+    """The client's connect_timeout: sessionTimeout naming SearchingForDigitalPerson (queued)."""
+    from dpkit import SessionTimeout
+
+    server = await start_server(capacity=1)
+    holder = Scene(server.api_key(), requested_media_devices={}, required_media_devices={})
+    await holder.connect()
+    waiting = Scene(server.api_key(), requested_media_devices={}, required_media_devices={})
+    try:
+        with pytest.raises(SessionTimeout, match="stuck in SearchingForDigitalPerson"):
+            await waiting.connect(connect_timeout=0.3 * UNIT)
+        await until(lambda: server.state.pool.queue_length == 0)
+    finally:
+        await holder.disconnect()

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from dpkit import __version__
-from dpkit.cli import connect, demo, keys, serve, sessions, watch
+from dpkit.cli import connect, demo, keys, orchestrator, serve, sessions, watch
 
 DESCRIPTION = """\
 dpkit connects people to a Digital Person: a real-time, talking, animated persona.
@@ -19,6 +19,7 @@ dpkit connects people to a Digital Person: a real-time, talking, animated person
   dpkit sessions   list sessions, or show one's timeline, from the server's journal
   dpkit watch      follow every session's state changes on a server, live
   dpkit keys       list the server's API keys, or add one (with session persistence)
+  dpkit orchestrator   a small reference orchestration server (answers from a rule table)
 
 Run 'dpkit COMMAND --help' for a command's options.
 """
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.add_parser(commands)
     watch.add_parser(commands)
     keys.add_parser(commands)
+    orchestrator.add_parser(commands)
     return parser
 
 

@@ -10,6 +10,7 @@ the connection owns, until the session ends.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 
@@ -17,7 +18,12 @@ import aiohttp
 
 from dpkit.client.devices import UserMedia
 from dpkit.client.peer import UserPeer
-from dpkit.errors import ConnectionError_, ProtocolError, ServerConnectionFailed
+from dpkit.errors import (
+    ConnectionError_,
+    InvalidStateError,
+    ProtocolError,
+    ServerConnectionFailed,
+)
 from dpkit.protocol.actions import (
     Action,
     AddRemoteCandidate,
@@ -37,6 +43,7 @@ from dpkit.protocol.messages import (
     Frame,
     Ice,
     Offer,
+    SceneRequest,
     UpdateOffer,
     VideoBounds,
     WebRtcEvent,
@@ -83,6 +90,10 @@ class Connection:
         self.peer: UserPeer | None = None
         self._tasks = TaskOwner("connection")
         self._outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        # The orchestration socket, when ``accepted`` names one (docs/protocol.md, section 8).
+        self._control_url: str | None = None
+        self._control: aiohttp.ClientWebSocketResponse | None = None
+        self._control_queue: list[str] = []
         self._done = asyncio.Event()
 
     @property
@@ -124,6 +135,12 @@ class Connection:
     async def send(self, event: WebRtcEvent) -> None:
         await self._execute(self._machine.send(event))
 
+    async def send_scene_request(self, request: SceneRequest) -> None:
+        """Send a ``scene`` request; the Web SDK sends these once connected."""
+        if self._machine.phase is not ClientPhase.CONNECTED or self._ws is None:
+            raise InvalidStateError(f"cannot send a scene request: session is {self.phase.value}")
+        await self._ws.send_str(serialize_frame(request))
+
     async def disconnect(self) -> None:
         """End the session on purpose (``close {reason: "normal"}``) and release everything."""
         if self._ws is not None and not self._ws.closed:
@@ -135,6 +152,8 @@ class Connection:
 
     async def close(self) -> None:
         """Release the socket, peer connection and tasks. Idempotent."""
+        if self._control is not None and not self._control.closed:
+            await self._control.close()
         await self._tasks.close()
         if self._ws is not None and not self._ws.closed:
             await self._ws.close()
@@ -162,7 +181,9 @@ class Connection:
         assert self._ws is not None
         async for message in self._ws:
             if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                await self._relay_to_control(message.data)
                 await self._execute(self._machine.receive_text(message.data))
+                self._open_control_if_asked()
             elif message.type is aiohttp.WSMsgType.ERROR:
                 logger.warning("session socket error: %s", self._ws.exception())
                 break
@@ -236,10 +257,59 @@ class Connection:
         except ProtocolError as exc:
             logger.warning("ignored a candidate from the server: %s", exc.message)
 
+    # --- orchestration ------------------------------------------------------------------------
+
+    def _open_control_if_asked(self) -> None:
+        accepted = self._machine.accepted
+        if accepted is None or accepted.control_url is None or self._control_url is not None:
+            return
+        self._control_url = accepted.control_url
+        self._tasks.spawn(self._run_control(accepted.control_url), "control")
+
+    async def _relay_to_control(self, text: str | bytes) -> None:
+        """Every ``scene`` frame from the session server goes on to the orchestration server."""
+        if self._control_url is None or not _is_scene_frame(text):
+            return
+        raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
+        if self._control is None:
+            self._control_queue.append(raw)
+        elif not self._control.closed:
+            await self._control.send_str(raw)
+
+    async def _run_control(self, url: str) -> None:
+        assert self._http is not None
+        try:
+            self._control = await self._http.ws_connect(url, params={"access_token": self._token})
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            logger.warning("cannot open the orchestration socket %s: %s", url, exc)
+            await self._execute(self._machine.control_lost("controlFailed"))
+            return
+        queued, self._control_queue = self._control_queue, []
+        for raw in queued:
+            await self._control.send_str(raw)
+        reason = "controlDisconnected"
+        async for message in self._control:
+            if message.type is aiohttp.WSMsgType.TEXT:
+                # Everything from the orchestration server goes to the session server as it is.
+                if self._ws is not None and not self._ws.closed:
+                    await self._ws.send_str(message.data)
+            elif message.type is aiohttp.WSMsgType.ERROR:
+                reason = "controlFailed"
+                break
+        await self._execute(self._machine.control_lost(reason))
+
     async def _watch_transport(self, peer: UserPeer) -> None:
         await peer.wait_failed()
         if self._machine.phase is not ClientPhase.CLOSED:
             await self._execute(self._machine.transport_failed())
+
+
+def _is_scene_frame(text: str | bytes) -> bool:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("category") == "scene"
 
 
 def _handshake_message(exc: aiohttp.WSServerHandshakeError) -> str:

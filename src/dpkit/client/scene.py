@@ -17,6 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import av
@@ -38,11 +39,18 @@ from dpkit.errors import (
     ConnectionError_,
     InvalidStateError,
     NoSessionToResume,
+    RequestFailed,
     ServerConnectionFailed,
     SessionTimeout,
 )
 from dpkit.protocol.client import CONNECTION_LOST
-from dpkit.protocol.messages import DpkitEvent, Frame, KeepAlive
+from dpkit.protocol.messages import (
+    DpkitEvent,
+    Frame,
+    KeepAlive,
+    SceneRequest,
+    SceneResponse,
+)
 from dpkit.protocol.states import ConnectionState, ConnectionStateData, ConnectionStateName
 from dpkit.rtc import loopback_for, validate_addresses
 from dpkit.tasks import TaskOwner
@@ -122,6 +130,8 @@ class Scene:
         )
         self._supports_persistence = False
         self._resumed = False
+        self._requests: dict[str, asyncio.Future[SceneResponse]] = {}
+        self._request_count = 0
         self._api_key = api_key
         self.requested_media_devices = (
             DEFAULT_REQUESTED
@@ -313,7 +323,33 @@ class Scene:
         if self._api_key is not None:
             self.session_store.clear(self._api_key)
 
+    async def send_request(
+        self, name: str, body: dict[str, Any] | None = None, *, request_timeout: float = 10.0
+    ) -> SceneResponse:
+        """Send a ``scene`` request (``conversationSend`` ...) and wait for its response."""
+        connection = self._connection
+        if connection is None:
+            raise InvalidStateError(f"cannot send {name}: scene is not connected")
+        accepted = connection.accepted
+        self._request_count += 1
+        scene_id = accepted.scene_id if accepted and accepted.scene_id else "scene"
+        transaction = f"{scene_id}_{self._request_count}"
+        answered: asyncio.Future[SceneResponse] = asyncio.get_running_loop().create_future()
+        self._requests[transaction] = answered
+        try:
+            await connection.send_scene_request(SceneRequest(name, transaction, body or {}))
+            async with asyncio.timeout(request_timeout):
+                return await answered
+        except TimeoutError:
+            raise RequestFailed(f"no answer to {name} within {request_timeout:g} s") from None
+        finally:
+            self._requests.pop(transaction, None)
+
     def _on_frame(self, frame: Frame) -> None:
+        if isinstance(frame, SceneResponse):
+            waiting = self._requests.get(frame.transaction)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(frame)
         if isinstance(frame, DpkitEvent) and frame.name == "idleWarning":
             closes_in_ms = frame.body.get("closesInMs")
             if isinstance(closes_in_ms, int | float):
@@ -334,6 +370,9 @@ class Scene:
         if reason != CONNECTION_LOST:
             # The server ended it: nothing to resume. A cut socket keeps it resumable.
             self._forget_session()
+        for waiting in self._requests.values():
+            if not waiting.done():
+                waiting.set_exception(RequestFailed(f"the session ended ({reason})"))
         if connection is not None:
             # Called from the connection's own reader: let another task close it.
             self._tasks.spawn(self._release(connection), "release")

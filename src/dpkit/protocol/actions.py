@@ -14,6 +14,7 @@ from dpkit.protocol.messages import (
     Ice,
     IceServer,
     Offer,
+    SceneEvent,
     SceneRequest,
     SessionSettings,
     WebRtcEvent,
@@ -120,6 +121,13 @@ class ClientEvent:
 
 
 @dataclass(frozen=True)
+class OrchestrationEvent:
+    """The orchestration server, through the client's relay, answered or ended the conversation."""
+
+    event: SceneEvent
+
+
+@dataclass(frozen=True)
 class ReleaseSession:
     """The session is over on the server: stop its media and free its Digital Person."""
 
@@ -140,5 +148,6 @@ Action = (
     | StartSession
     | AnswerSceneRequest
     | ClientEvent
+    | OrchestrationEvent
     | ReleaseSession
 )

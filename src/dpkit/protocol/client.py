@@ -90,6 +90,7 @@ class ClientInput(enum.Enum):
     SOCKET_CLOSED = "socket closed"
     MEDIA_READY = "media ready"
     TRANSPORT_FAILED = "transport failed"
+    CONTROL_LOST = "control lost"
     # from the application
     SEND = "send"
     DISCONNECT = "disconnect"
@@ -143,6 +144,7 @@ CLIENT_TRANSITIONS: dict[tuple[ClientPhase, ClientInput], ClientPhase | None] = 
             I.MEDIA_READY: None,
             I.CONNECTED: P.AWAITING_MEDIA,
             I.TRANSPORT_FAILED: P.CLOSED,
+            I.CONTROL_LOST: P.CLOSED,
             I.MALFORMED: P.CLOSED,
             **_ENDINGS,
             **_PASSIVE,
@@ -154,6 +156,7 @@ CLIENT_TRANSITIONS: dict[tuple[ClientPhase, ClientInput], ClientPhase | None] = 
             I.ICE: None,
             I.MEDIA_READY: P.CONNECTED,
             I.TRANSPORT_FAILED: P.CLOSED,
+            I.CONTROL_LOST: P.CLOSED,
             I.MALFORMED: P.CLOSED,
             **_ENDINGS,
             **_PASSIVE,
@@ -165,6 +168,7 @@ CLIENT_TRANSITIONS: dict[tuple[ClientPhase, ClientInput], ClientPhase | None] = 
             I.ICE: None,
             I.MEDIA_READY: None,
             I.TRANSPORT_FAILED: P.CLOSED,
+            I.CONTROL_LOST: P.CLOSED,
             I.MALFORMED: None,
             **_ENDINGS,
             **_PASSIVE,
@@ -174,6 +178,7 @@ CLIENT_TRANSITIONS: dict[tuple[ClientPhase, ClientInput], ClientPhase | None] = 
     (P.CLOSED, I.SOCKET_CLOSED): None,
     (P.CLOSED, I.MEDIA_READY): None,
     (P.CLOSED, I.TRANSPORT_FAILED): None,
+    (P.CLOSED, I.CONTROL_LOST): None,
     **{(P.CLOSED, i): None for i in FROM_SERVER},
 }
 
@@ -244,6 +249,10 @@ class ClientSession:
     def transport_failed(self) -> list[Action]:
         """ICE or DTLS failed."""
         return self._step(I.TRANSPORT_FAILED)
+
+    def control_lost(self, reason: str) -> list[Action]:
+        """The orchestration socket failed or closed (``controlFailed``/``controlDisconnected``)."""
+        return self._step(I.CONTROL_LOST, reason)
 
     def socket_closed(self) -> list[Action]:
         """The socket closed, whoever closed it."""
@@ -381,6 +390,12 @@ class ClientSession:
             CloseSocket(),
             *self._end(before, MEDIA_LOST, error),
         ]
+
+    def _on_control_lost(self, before: ClientPhase, payload: object) -> list[Action]:
+        assert isinstance(payload, str)
+        error = connection_error(payload, f"websocket closed: {payload}")
+        closing: list[Action] = [SendFrame(self._stamp(Close(NORMAL))), CloseSocket()]
+        return [*closing, *self._end(before, payload, error)]
 
     def _on_disconnect(self, before: ClientPhase, payload: object) -> list[Action]:
         actions: list[Action] = []

@@ -25,6 +25,7 @@ from dpkit.protocol.actions import (
     AnswerSceneRequest,
     ClientEvent,
     CloseSocket,
+    OrchestrationEvent,
     ReleaseSession,
     SendFrame,
     StartSession,
@@ -42,6 +43,7 @@ from dpkit.protocol.messages import (
     IceServer,
     KeepAlive,
     Offer,
+    SceneEvent,
     SceneRequest,
     SessionSettings,
     Ui,
@@ -55,6 +57,9 @@ from dpkit.protocol.messages import (
 )
 
 logger = logging.getLogger("dpkit.server")
+
+#: Scene events an orchestration server sends the session server through the client's relay.
+ORCHESTRATION_EVENTS = frozenset({"conversationResponse", "endConversation"})
 
 #: The ending recorded when the socket dropped without a ``close`` frame (dpkit's addition).
 CONNECTION_LOST = "connectionLost"
@@ -79,6 +84,7 @@ class ServerInput(enum.Enum):
     ICE = "ice"
     CLIENT_EVENT = "client event"
     SCENE_REQUEST = "scene request"
+    ORCHESTRATION = "orchestration event"
     CLIENT_CLOSE = "close"
     IGNORED_FRAME = "ignored frame"
     SERVER_FRAME = "server-only frame"
@@ -98,6 +104,7 @@ FROM_CLIENT = frozenset(
         ServerInput.ICE,
         ServerInput.CLIENT_EVENT,
         ServerInput.SCENE_REQUEST,
+        ServerInput.ORCHESTRATION,
         ServerInput.CLIENT_CLOSE,
         ServerInput.IGNORED_FRAME,
         ServerInput.SERVER_FRAME,
@@ -118,6 +125,7 @@ SERVER_TRANSITIONS: dict[tuple[ServerPhase, ServerInput], ServerPhase | None] = 
     **{(phase, I.ICE): None for phase in (P.STARTING, P.ACCEPTED, P.CONNECTED)},
     **{(phase, I.TRANSPORT_FAILED): P.CLOSED for phase in (P.ACCEPTED, P.CONNECTED)},
     **{(phase, i): None for phase in _LIVE for i in (I.CLIENT_EVENT, I.SCENE_REQUEST)},
+    **{(phase, I.ORCHESTRATION): None for phase in (P.ACCEPTED, P.CONNECTED)},
     **{(phase, i): None for phase in _LIVE for i in (I.IGNORED_FRAME, I.MALFORMED)},
     **{(phase, i): P.CLOSED for phase in _LIVE for i in (I.CLIENT_CLOSE, I.END, I.SOCKET_CLOSED)},
     # Late happenings after the end are dropped: the I/O layer may race the close.
@@ -159,6 +167,8 @@ class ServerSession:
             return self._step(I.CLIENT_EVENT, frame)
         if isinstance(frame, SceneRequest):
             return self._step(I.SCENE_REQUEST, frame)
+        if isinstance(frame, SceneEvent) and frame.name in ORCHESTRATION_EVENTS:
+            return self._step(I.ORCHESTRATION, frame)
         if isinstance(frame, DiagnosticsLog):
             return self._step(I.CLIENT_EVENT, frame)
         if isinstance(frame, _SERVER_FRAMES):
@@ -267,6 +277,10 @@ class ServerSession:
     def _on_scene_request(self, payload: object) -> list[Action]:
         assert isinstance(payload, SceneRequest)
         return [AnswerSceneRequest(payload)]
+
+    def _on_orchestration(self, payload: object) -> list[Action]:
+        assert isinstance(payload, SceneEvent)
+        return [OrchestrationEvent(payload)]
 
     def _on_client_close(self, payload: object) -> list[Action]:
         assert isinstance(payload, Close)

@@ -34,6 +34,8 @@ class PersonaSettings:
     video_width: int = 640
     video_height: int = 480
     video_fps: float = 15.0
+    #: An orchestration server's socket URL (``accepted.controlUrl``); empty: none.
+    control_url: str = ""
     #: The asset bundle: a directory or an http(s) URL holding manifest.json; empty: built in.
     assets: str = ""
     #: A session with no interaction for this long ends with sessionTimeout (seconds).

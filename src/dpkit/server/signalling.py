@@ -25,6 +25,7 @@ from dpkit.protocol.actions import (
     AnswerSceneRequest,
     ClientEvent,
     CloseSocket,
+    OrchestrationEvent,
     ReleaseSession,
     SendFrame,
     StartSession,
@@ -34,6 +35,8 @@ from dpkit.protocol.messages import (
     DpkitEvent,
     IceServer,
     KeepAlive,
+    SceneEvent,
+    SceneRequest,
     SceneResponse,
     SessionSettings,
     UserCamera,
@@ -284,6 +287,8 @@ class SignallingSession:
             await self._answer_scene_request(action)
         elif isinstance(action, ClientEvent):
             self._on_client_event(action)
+        elif isinstance(action, OrchestrationEvent):
+            await self._on_orchestration(action.event)
         elif isinstance(action, ReleaseSession):
             await self._release(action.reason)
 
@@ -319,6 +324,7 @@ class SignallingSession:
             resume_requested=self._persistence,
             server=settings.node_id,
             scene_id=f"{settings.node_id}-{self._person.index}",
+            control_url=settings.persona.control_url or None,
         )
         self._state.sessions[session_id] = self
         await self._execute(self._machine.session_started(accepted, answer_sdp))
@@ -381,6 +387,9 @@ class SignallingSession:
         request = action.request
         if request.name in INTERACTIONS:
             self._idle.touch()
+        if request.name == "conversationSend" and self._state.settings.persona.control_url:
+            await self._ask_orchestration(request)
+            return
         # Server rule: answer every request, or the browser waits for it forever.
         response = SceneResponse(
             request.name,
@@ -398,6 +407,43 @@ class SignallingSession:
     async def _expire_idle(self) -> None:
         logger.info("session %s: idle for %.0f s", self.session_id, self._idle.timeout_s)
         await self.end("sessionTimeout")
+
+    async def _ask_orchestration(self, request: SceneRequest) -> None:
+        """Hand the user's words to the orchestration server (through the client's relay)."""
+        body = request.body
+        question = SceneEvent(
+            "conversationRequest",
+            {
+                "personaId": body.get("personaId", 1),
+                "input": {"text": str(body.get("text", ""))},
+                "variables": body.get("variables") or {},
+                "optionalArgs": body.get("optionalArgs") or {},
+            },
+        )
+        await self._carry_out(SendFrame(question))
+        await self._carry_out(SendFrame(SceneResponse(request.name, request.transaction, 0, {})))
+
+    async def _on_orchestration(self, event: SceneEvent) -> None:
+        if event.name == "endConversation":
+            logger.info("session %s: the orchestration server ended it", self.session_id)
+            await self.end("conversationEnded")
+            return
+        output = event.body.get("output")
+        text = output.get("text", "") if isinstance(output, dict) else ""
+        question = event.body.get("input")
+        result = SceneEvent(
+            "conversationResult",
+            {
+                "status": 0,
+                "personaId": "1",
+                "input": question if isinstance(question, dict) else {"text": ""},
+                # Server rule: context and meta must be objects, or the browser drops this.
+                "output": {"text": str(text), "context": {}},
+                "provider": {"kind": "orchestration", "meta": {}},
+            },
+        )
+        self._idle.touch()
+        await self._carry_out(SendFrame(result))
 
     def _on_client_event(self, action: ClientEvent) -> None:
         event = action.event
