@@ -15,7 +15,16 @@ from dpkit.cli import build_parser
 from dpkit.server import DpkitServer
 from tests.support import ServerFactory, until
 
-COMMANDS = ["serve", "connect", "demo", "sessions", "watch", "keys", "orchestrator"]
+COMMANDS = [
+    "serve",
+    "connect",
+    "demo",
+    "sessions",
+    "watch",
+    "keys",
+    "orchestrator",
+    "permissions",
+]
 
 
 @pytest.mark.parametrize("argv", [[], *[[command] for command in COMMANDS]])

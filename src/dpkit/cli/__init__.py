@@ -8,7 +8,16 @@ import sys
 from collections.abc import Sequence
 
 from dpkit import __version__
-from dpkit.cli import connect, demo, keys, orchestrator, serve, sessions, watch
+from dpkit.cli import (
+    connect,
+    demo,
+    keys,
+    orchestrator,
+    permissions,
+    serve,
+    sessions,
+    watch,
+)
 
 DESCRIPTION = """\
 dpkit connects people to a Digital Person: a real-time, talking, animated persona.
@@ -20,6 +29,7 @@ dpkit connects people to a Digital Person: a real-time, talking, animated person
   dpkit watch      follow every session's state changes on a server, live
   dpkit keys       list the server's API keys, or add one (with session persistence)
   dpkit orchestrator   a small reference orchestration server (answers from a rule table)
+  dpkit permissions    the microphone and camera decisions remembered on this machine
 
 Run 'dpkit COMMAND --help' for a command's options.
 """
@@ -46,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_parser(commands)
     keys.add_parser(commands)
     orchestrator.add_parser(commands)
+    permissions.add_parser(commands)
     return parser
 
 

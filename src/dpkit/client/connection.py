@@ -45,6 +45,7 @@ from dpkit.protocol.messages import (
     Offer,
     SceneRequest,
     UpdateOffer,
+    UserCamera,
     VideoBounds,
     WebRtcEvent,
     serialize_frame,
@@ -212,6 +213,9 @@ class Connection:
         elif isinstance(action, ConnectSucceeded):
             if not self._outcome.done():
                 self._outcome.set_result(action.session_id)
+            # As the browser does once connected: say whether the camera is on.
+            camera_on = self.peer is not None and self.peer.camera.source is not None
+            await self.send(UserCamera(active=camera_on))
         elif isinstance(action, ConnectFailed):
             self._fail(action.error)
         elif isinstance(action, SessionEnded):

@@ -20,6 +20,7 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import candidate_from_sdp
 
 from dpkit.client.devices import UserMedia
+from dpkit.client.local_media import SwitchableTrack
 from dpkit.errors import ProtocolError
 from dpkit.protocol.messages import Ice, IceServer
 from dpkit.rtc import ice_addresses
@@ -51,11 +52,29 @@ class UserPeer:
         self.video: MediaStreamTrack | None = None
         self._pc.on("track", self._on_track)
         self._pc.on("connectionstatechange", self._changed.set)
-        for track in (media.microphone, media.camera):
+        #: The user's microphone and camera, switchable for the whole session.
+        self.microphone = SwitchableTrack("audio", media.microphone)
+        self.camera = SwitchableTrack("video", media.camera)
+        self._attached: set[str] = set()
+        for slot, track in ((self.microphone, media.microphone), (self.camera, media.camera)):
             if track is not None:
-                self._pc.addTransceiver(track, "sendrecv")
+                self._pc.addTransceiver(slot, "sendrecv")
+                self._attached.add(slot.kind)
         self._pc.addTransceiver("audio", "sendrecv")
         self._pc.addTransceiver("video", "sendrecv")
+
+    def switch(self, kind: str, track: MediaStreamTrack | None) -> None:
+        """Turn the microphone (``audio``) or camera (``video``) on with ``track``, or off.
+
+        As the browser does: the track goes on the first sender of its kind, the one the offer
+        laid out for it (its own, or the spare one), so no new offer is needed.
+        """
+        slot = self.microphone if kind == "audio" else self.camera
+        if kind not in self._attached:
+            sender = next(t.sender for t in self._pc.getTransceivers() if t.kind == kind)
+            sender.replaceTrack(slot)
+            self._attached.add(kind)
+        slot.switch(track)
 
     @property
     def media_ready(self) -> bool:

@@ -26,6 +26,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from dpkit.client.auth import SessionToken, fetch_token
 from dpkit.client.connection import Connection
 from dpkit.client.devices import (
+    DeviceError,
     DeviceProvider,
     SyntheticDevices,
     UserMedia,
@@ -39,6 +40,7 @@ from dpkit.errors import (
     ConnectionError_,
     InvalidStateError,
     NoSessionToResume,
+    NoUserMedia,
     RequestFailed,
     ServerConnectionFailed,
     SessionTimeout,
@@ -50,6 +52,7 @@ from dpkit.protocol.messages import (
     KeepAlive,
     SceneRequest,
     SceneResponse,
+    UserCamera,
 )
 from dpkit.protocol.states import ConnectionState, ConnectionStateData, ConnectionStateName
 from dpkit.rtc import loopback_for, validate_addresses
@@ -155,6 +158,9 @@ class Scene:
         self.on_disconnected_event: Event[[Scene, str, str]] = Event("on_disconnected_event")
         #: Frames of other categories (``scene``, ``dpkit``) as they arrive.
         self.on_message: Event[[Frame]] = Event("on_message")
+        #: The microphone / camera was turned on or off: ``(scene, active)``.
+        self.on_microphone_active: Event[[Scene, bool]] = Event("on_microphone_active")
+        self.on_camera_active: Event[[Scene, bool]] = Event("on_camera_active")
         #: The server will end an idle session soon: ``(scene, seconds_left)``. Interact, or
         #: call :meth:`keep_alive`, to keep it.
         self.on_idle_warning: Event[[Scene, float]] = Event("on_idle_warning")
@@ -165,6 +171,54 @@ class Scene:
         self.session_id: str | None = None
 
     # --- the Web SDK's surface --------------------------------------------------------------
+
+    def is_microphone_active(self) -> bool:
+        """Whether the user's microphone is on in this session."""
+        peer = self._connection.peer if self._connection is not None else None
+        return peer is not None and peer.microphone.source is not None
+
+    def is_camera_active(self) -> bool:
+        """Whether the user's camera is on in this session."""
+        peer = self._connection.peer if self._connection is not None else None
+        return peer is not None and peer.camera.source is not None
+
+    async def set_media_device_active(
+        self, *, microphone: bool | None = None, camera: bool | None = None
+    ) -> None:
+        """Turn the microphone and/or camera on or off during the session (no new offer).
+
+        Turning a device on opens it through the scene's device provider (which asks for
+        consent where it does); a device that cannot be opened raises ``NoUserMedia`` with the
+        reason, and the other device's change still stands. A camera change is reported to the
+        server with ``userCamera``.
+        """
+        connection = self._connection
+        if connection is None or connection.peer is None:
+            raise InvalidStateError("cannot change media devices: scene is not connected")
+        peer = connection.peer
+        failure: NoUserMedia | None = None
+        for kind, wanted, active, event in (
+            ("audio", microphone, self.is_microphone_active(), self.on_microphone_active),
+            ("video", camera, self.is_camera_active(), self.on_camera_active),
+        ):
+            if wanted is None or wanted == active:
+                continue
+            if wanted:
+                devices = MediaDevices(microphone=kind == "audio", camera=kind == "video")
+                try:
+                    media = await self._devices.open(devices)
+                except DeviceError as exc:
+                    failure = NoUserMedia(exc.message)
+                    failure.__cause__ = exc
+                    continue
+                peer.switch(kind, media.microphone if kind == "audio" else media.camera)
+            else:
+                peer.switch(kind, None)
+            event.call(self, bool(wanted))
+            if kind == "video":
+                await connection.send(UserCamera(active=bool(wanted)))
+        if failure is not None:
+            raise failure
 
     def supports_session_persistence(self) -> bool:
         """Whether this session can be resumed (the API key allows it: ``resumeRequested``)."""

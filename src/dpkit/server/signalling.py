@@ -101,6 +101,8 @@ class SessionInfo:
     #: Every queue position this socket was told, in order (1 is next in line).
     queue_positions: list[int] = field(default_factory=list)
     queue_wait_s: float = 0.0
+    #: Offers this socket sent (a device change must not need another one).
+    offers: int = 0
     connected_at: float | None = None
     #: Every ``userCamera {active}`` the client sent, in order.
     user_camera: list[bool] = field(default_factory=list)
@@ -128,6 +130,7 @@ class SignallingSession:
         self._person: DigitalPerson | None = None
         self._peer: PersonaPeer | None = None
         self._closing_peer: asyncio.Task[None] | None = None
+        self._camera_on: bool | None = None
         self._tasks = TaskOwner("session")
         #: Set once :meth:`run` has released everything.
         self.finished = asyncio.Event()
@@ -295,6 +298,7 @@ class SignallingSession:
     async def _start(self, action: StartSession) -> None:
         """Load the persona's assets and answer the offer; then watch the transport."""
         assert self._person is not None
+        self.info.offers += 1
         settings = self._state.settings
         source = settings.persona.assets or str(BUILTIN_BUNDLE)
         try:
@@ -316,6 +320,7 @@ class SignallingSession:
         session_id = self._machine.session_id or self._new_session_id()
         self.info.session_id = session_id
         microphone, camera = offered_devices(action.offer.sdp)
+        self._camera_on = camera
         self._journal.update(
             self.info.socket_id, session_id=session_id, microphone=microphone, camera=camera
         )
@@ -452,10 +457,13 @@ class SignallingSession:
             self._idle.touch()
         if isinstance(event, UserCamera):
             self.info.user_camera.append(event.active)
-            self._journal.update(self.info.socket_id, camera=event.active)
-            self._journal.event(
-                self.info.socket_id, "camera", "on" if event.active else "off", time.time()
-            )
+            if event.active != self._camera_on:
+                # A change, not the report of how it started, goes in the timeline.
+                self._camera_on = event.active
+                self._journal.update(self.info.socket_id, camera=event.active)
+                self._journal.event(
+                    self.info.socket_id, "camera", "on" if event.active else "off", time.time()
+                )
 
     async def _notify_protocol_error(self, error: ProtocolError) -> None:
         logger.warning("session %s: %s", self.session_id, error.message)
