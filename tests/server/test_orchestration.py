@@ -46,7 +46,12 @@ def watched(server: DpkitServer) -> tuple[Scene, asyncio.Queue[str], list[SceneE
     scene.on_disconnected_event.add_listener(lambda _s, _id, reason: ended.put_nowait(reason))
 
     def on_message(frame: Frame) -> None:
-        if isinstance(frame, SceneEvent) and frame.name == "conversationResult":
+        # The orchestration server's answers (the persona's own welcome comes from its corpus).
+        if (
+            isinstance(frame, SceneEvent)
+            and frame.name == "conversationResult"
+            and frame.body["provider"]["kind"] == "orchestration"
+        ):
             results.append(frame)
 
     scene.on_message.add_listener(on_message)

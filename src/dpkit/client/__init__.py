@@ -2,6 +2,7 @@
 
 from dpkit.client.devices import DeviceProvider, NoDevices, SyntheticDevices, UserMedia
 from dpkit.client.options import MediaDevices, RetryOptions
+from dpkit.client.persona import Persona
 from dpkit.client.scene import ConnectionStateView, Scene, TokenServer
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "DeviceProvider",
     "MediaDevices",
     "NoDevices",
+    "Persona",
     "RetryOptions",
     "Scene",
     "SyntheticDevices",

@@ -53,6 +53,7 @@ from dpkit.protocol.messages import (
     SceneRequest,
     SceneResponse,
     UserCamera,
+    VideoStarted,
 )
 from dpkit.protocol.states import ConnectionState, ConnectionStateData, ConnectionStateName
 from dpkit.rtc import loopback_for, validate_addresses
@@ -126,7 +127,10 @@ class Scene:
         ice_addresses: tuple[str, ...] | list[str] | None = None,
         video_bounds: tuple[int, int] = (640, 480),
         session_store: SessionStore | None = None,
+        persona_muted: bool = False,
     ) -> None:
+        self._persona_muted = persona_muted
+        self._video_started_sent = False
         #: Where a persistent session's server and id are kept between connects.
         self.session_store: SessionStore = (
             session_store if session_store is not None else FileSessionStore()
@@ -171,6 +175,25 @@ class Scene:
         self.session_id: str | None = None
 
     # --- the Web SDK's surface --------------------------------------------------------------
+
+    def is_persona_muted(self) -> bool:
+        return self._persona_muted
+
+    async def set_persona_muted(self, muted: bool) -> None:
+        """Mute or unmute the persona (the seed's ``video.muted``).
+
+        As the browser does, the server hears ``videoStarted`` once the persona plays unmuted:
+        at connect, or at the first unmute, so a muted start does not lose the greeting.
+        """
+        self._persona_muted = muted
+        if not muted:
+            await self._send_video_started()
+
+    async def _send_video_started(self) -> None:
+        if self._video_started_sent or self._persona_muted or self._connection is None:
+            return
+        self._video_started_sent = True
+        await self._connection.send(VideoStarted())
 
     def is_microphone_active(self) -> bool:
         """Whether the user's microphone is on in this session."""
@@ -326,6 +349,8 @@ class Scene:
             raise
         self.session_id = session_id
         logger.info("session %s: connected", session_id)
+        self._video_started_sent = False
+        await self._send_video_started()
         return session_id
 
     async def _attempts(

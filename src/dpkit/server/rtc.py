@@ -10,17 +10,21 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections import deque
 
+import av
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
 from dpkit.errors import ProtocolError
+from dpkit.media.levels import audio_frame_to_mono, rms_dbfs
 from dpkit.media.persona_audio import PersonaAudioTrack
 from dpkit.media.persona_video import PersonaVideoTrack
 from dpkit.protocol.messages import Ice
 from dpkit.rtc import ice_addresses
 from dpkit.server.pool import DigitalPerson
+from dpkit.server.speech import PersonaSpeaker
 from dpkit.tasks import TaskOwner
 
 logger = logging.getLogger("dpkit.server.rtc")
@@ -34,6 +38,7 @@ class PersonaPeer:
         person: DigitalPerson,
         addresses: tuple[str, ...] | None,
         ice_servers: tuple[str, ...] = (),
+        speaker: PersonaSpeaker | None = None,
     ) -> None:
         self._addresses = addresses
         self._loopback_only = bool(addresses) and all(
@@ -43,9 +48,16 @@ class PersonaPeer:
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=servers or None))
         persona = person.persona
         self.video = PersonaVideoTrack(
-            persona.video_width, persona.video_height, persona.video_fps, renderer=person.renderer
+            persona.video_width,
+            persona.video_height,
+            persona.video_fps,
+            renderer=person.renderer,
+            mouth=speaker.mouth if speaker is not None else None,
         )
-        self.audio = PersonaAudioTrack()
+        self.audio = PersonaAudioTrack(speaker.audio_source if speaker is not None else None)
+        #: The user's microphone level, dBFS, over the last half second (None: no audio yet).
+        self.user_audio_dbfs: float | None = None
+        self._levels: deque[float] = deque(maxlen=25)
         self._state = asyncio.Event()
         self._tasks = TaskOwner("persona-peer")
         self.user_tracks: list[MediaStreamTrack] = []
@@ -116,8 +128,11 @@ class PersonaPeer:
         """Read the user's media so it is decoded and counted (and never piles up)."""
         try:
             while True:
-                await track.recv()
+                frame = await track.recv()
                 self.received_frames[track.kind] += 1
+                if isinstance(frame, av.AudioFrame):
+                    self._levels.append(rms_dbfs(audio_frame_to_mono(frame)))
+                    self.user_audio_dbfs = max(self._levels)
         except MediaStreamError:
             return
 

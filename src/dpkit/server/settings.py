@@ -38,6 +38,10 @@ class PersonaSettings:
     control_url: str = ""
     #: The asset bundle: a directory or an http(s) URL holding manifest.json; empty: built in.
     assets: str = ""
+    #: Greet with the corpus's WELCOME_MESSAGE once the client's video plays (``videoStarted``),
+    #: or after ``greet_wait_s`` at the latest; off: the app asks with an ``init`` request.
+    greet_at_start: bool = True
+    greet_wait_s: float = 30.0
     #: A session with no interaction for this long ends with sessionTimeout (seconds).
     idle_timeout_s: float = 300.0
     #: How long before that the client is warned (``dpkit/idleWarning``); 0: no warning.

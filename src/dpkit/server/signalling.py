@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from aiohttp import WSMsgType, web
 
 from dpkit.errors import ProtocolError
+from dpkit.media.voice import EspeakVoice, VoiceError
 from dpkit.protocol.actions import (
     Action,
     AddRemoteCandidate,
@@ -41,13 +42,16 @@ from dpkit.protocol.messages import (
     SessionSettings,
     UserCamera,
     UserText,
+    VideoStarted,
     serialize_frame,
 )
 from dpkit.protocol.server import CONNECTION_LOST, ServerPhase, ServerSession
-from dpkit.server.assets import BUILTIN_BUNDLE, AssetError, AssetProgress
+from dpkit.server.assets import BUILTIN_BUNDLE, AssetError, AssetProgress, Bundle
+from dpkit.server.conversation import Corpus
 from dpkit.server.idle import IdleTimer
 from dpkit.server.pool import DigitalPerson, QueuePosition, QueueRefused
 from dpkit.server.rtc import PersonaPeer
+from dpkit.server.talk import PersonaTalk
 from dpkit.tasks import TaskOwner
 
 if TYPE_CHECKING:
@@ -131,6 +135,7 @@ class SignallingSession:
         self._peer: PersonaPeer | None = None
         self._closing_peer: asyncio.Task[None] | None = None
         self._camera_on: bool | None = None
+        self._talk: PersonaTalk | None = None
         self._tasks = TaskOwner("session")
         #: Set once :meth:`run` has released everything.
         self.finished = asyncio.Event()
@@ -308,7 +313,20 @@ class SignallingSession:
             await self._carry_out(SendFrame(DpkitEvent("assetsError", {"message": str(exc)})))
             await self.end("assetsFailed")
             return
-        peer = PersonaPeer(self._person, settings.effective_ice_addresses, settings.ice_servers)
+        try:
+            self._talk = self._new_talk(self._person.bundle)
+        except (ValueError, KeyError, OSError, VoiceError) as exc:
+            logger.warning("socket %s: persona not usable: %s", self.info.socket_id, exc)
+            message = f"the persona's corpus or voice is not usable: {exc}"
+            await self._carry_out(SendFrame(DpkitEvent("assetsError", {"message": message})))
+            await self.end("assetsFailed")
+            return
+        peer = PersonaPeer(
+            self._person,
+            settings.effective_ice_addresses,
+            settings.ice_servers,
+            speaker=self._talk.speaker,
+        )
         self._peer = peer
         try:
             answer_sdp = await peer.answer(action.offer.sdp)
@@ -332,8 +350,29 @@ class SignallingSession:
             control_url=settings.persona.control_url or None,
         )
         self._state.sessions[session_id] = self
+        self._talk.session_id = session_id
         await self._execute(self._machine.session_started(accepted, answer_sdp))
         self._tasks.spawn(self._watch_transport(peer), "transport")
+
+    def _new_talk(self, bundle: Bundle | None) -> PersonaTalk:
+        """The persona's conversation for this session, from its bundle's corpus and voice."""
+        assert bundle is not None
+        assert self._person is not None
+        persona = self._state.settings.persona
+        voice_settings = bundle.json("voice.json")
+        voice = EspeakVoice(
+            str(voice_settings.get("voice", "en-us")),
+            int(voice_settings.get("rate_wpm", 165)),
+            int(voice_settings.get("pitch", 50)),
+        )
+        return PersonaTalk(
+            Corpus.from_json(bundle.json("corpus.json")),
+            voice,
+            fps=persona.video_fps,
+            scene_id=f"{self._state.settings.node_id}-{self._person.index}",
+            send=lambda frame: self._carry_out(SendFrame(frame)),
+            on_activity=self._idle.touch,
+        )
 
     async def _on_asset_progress(self, progress: AssetProgress) -> None:
         frame = DpkitEvent(
@@ -371,6 +410,9 @@ class SignallingSession:
         await self._execute(self._machine.transport_connected())
         self.info.connected_at = time.monotonic()
         self._tasks.spawn(self._idle.run(self._warn_idle, self._expire_idle), "idle")
+        persona = self._state.settings.persona
+        if persona.greet_at_start and self._talk is not None:
+            self._talk.start_greeting(persona.greet_wait_s)
         logger.info("session %s: connected (%s)", self.session_id, self._person_label())
         await peer.wait_closed_or_failed()
         # The Web SDK closes its peer connection just before it sends close {normal}: give that
@@ -395,6 +437,11 @@ class SignallingSession:
         if request.name == "conversationSend" and self._state.settings.persona.control_url:
             await self._ask_orchestration(request)
             return
+        if self._talk is not None:
+            answered = await self._talk.handle(request)
+            if answered is not None:
+                await self._carry_out(SendFrame(answered))
+                return
         # Server rule: answer every request, or the browser waits for it forever.
         response = SceneResponse(
             request.name,
@@ -455,6 +502,8 @@ class SignallingSession:
         self.info.events.append(type(event).NAME)
         if isinstance(event, KeepAlive | UserText):
             self._idle.touch()
+        if isinstance(event, VideoStarted) and self._talk is not None:
+            self._talk.video_started()
         if isinstance(event, UserCamera):
             self.info.user_camera.append(event.active)
             if event.active != self._camera_on:
@@ -502,6 +551,8 @@ class SignallingSession:
             self._journal.ended(self.info.socket_id, reason, time.time())
             if self.session_id is not None:
                 logger.info("session %s: ended (%s)", self.session_id, reason)
+        if self._talk is not None:
+            await self._talk.close()
         if self._peer is not None and self._closing_peer is None:
             # Closed in a task of its own: the caller may be a task that run() is about to
             # cancel (the idle timer, the transport watcher), and a peer connection cancelled
