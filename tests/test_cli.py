@@ -24,6 +24,7 @@ COMMANDS = [
     "keys",
     "orchestrator",
     "permissions",
+    "devices",
 ]
 
 

@@ -11,6 +11,7 @@ from dpkit import __version__
 from dpkit.cli import (
     connect,
     demo,
+    devices,
     keys,
     orchestrator,
     permissions,
@@ -30,6 +31,7 @@ dpkit connects people to a Digital Person: a real-time, talking, animated person
   dpkit keys       list the server's API keys, or add one (with session persistence)
   dpkit orchestrator   a small reference orchestration server (answers from a rule table)
   dpkit permissions    the microphone and camera decisions remembered on this machine
+  dpkit devices        the microphones, cameras and speakers this machine has
 
 Run 'dpkit COMMAND --help' for a command's options.
 """
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser(commands)
     orchestrator.add_parser(commands)
     permissions.add_parser(commands)
+    devices.add_parser(commands)
     return parser
 
 

@@ -31,6 +31,7 @@ from dpkit.client import NoDevices, RetryOptions, Scene, SyntheticDevices
 from dpkit.client.devices import DeviceProvider
 from dpkit.client.options import MediaDevices
 from dpkit.errors import ConfigurationError, DpkitError
+from dpkit.media.capture import SystemDevices
 from dpkit.protocol.states import ConnectionStateData, ConnectionStateName
 from dpkit.server.endpoints import TOKEN_PATH
 from dpkit.server.keys import KeyStore
@@ -74,10 +75,10 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--devices",
-        choices=["synthetic", "none"],
+        choices=["synthetic", "system", "none"],
         default="synthetic",
-        help="where the microphone and camera come from: a tone and a test pattern, or no "
-        "devices at all (default: synthetic)",
+        help="where the microphone and camera come from: a tone and a test pattern, this "
+        "machine's real devices (PortAudio, v4l2), or none at all (default: synthetic)",
     )
     parser.add_argument(
         "--request",
@@ -310,12 +311,18 @@ def client_options(args: argparse.Namespace) -> ClientOptions:
     return ClientOptions(
         json=args.json,
         duration=args.duration,
-        devices=SyntheticDevices() if args.devices == "synthetic" else NoDevices(),
+        devices=device_provider(args.devices),
         requested=parse_devices(args.request, "--request"),
         required=parse_devices(args.require, "--require"),
         retry=RetryOptions(args.retries, args.retry_delay),
         timeout=args.timeout,
     )
+
+
+def device_provider(name: str) -> DeviceProvider:
+    if name == "system":
+        return SystemDevices()
+    return SyntheticDevices() if name == "synthetic" else NoDevices()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -55,10 +55,20 @@ async def list_sessions(request: web.Request) -> web.Response:
 async def show_session(request: web.Request) -> web.Response:
     """``GET /api/sessions/{id}``: one session (by session or socket id) with its timeline."""
     _require_admin(request)
-    record = request.app[STATE].store.show(request.match_info["id"])
+    state = request.app[STATE]
+    record = state.store.show(request.match_info["id"])
     if record is None:
         return web.json_response({"error": "no such session"}, status=404)
-    return web.json_response(asdict(record))
+    shown = asdict(record)
+    live = state.sessions.get(record.session_id or "")
+    if live is not None:
+        # What only the live session knows: the user's audio level as the server hears it.
+        shown["live"] = {
+            "userAudioDbfs": live.user_audio_dbfs,
+            "receivedFrames": live.received_frames,
+            "cameraActive": bool(live.info.user_camera and live.info.user_camera[-1]),
+        }
+    return web.json_response(shown)
 
 
 async def close_session(request: web.Request) -> web.Response:

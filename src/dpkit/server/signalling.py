@@ -422,6 +422,11 @@ class SignallingSession:
             await self._execute(self._machine.transport_failed())
 
     @property
+    def user_audio_dbfs(self) -> float | None:
+        """The user's microphone level as the server hears it (None: no audio yet)."""
+        return self._peer.user_audio_dbfs if self._peer is not None else None
+
+    @property
     def received_frames(self) -> dict[str, int]:
         """How many audio and video frames of the user's media the server has decoded."""
         return dict(self._peer.received_frames) if self._peer is not None else {}

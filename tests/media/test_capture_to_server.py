@@ -1,0 +1,42 @@
+"""Real capture end to end: a tone played into a virtual audio device reaches the server."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from dpkit import Scene
+from dpkit.media.capture import SystemDevices
+from tests import support_audio
+from tests.support import ServerFactory, until
+from tests.support_audio import VirtualAudio
+
+virtual_audio = support_audio.virtual_audio
+
+
+async def test_a_tone_into_the_virtual_microphone_reaches_the_server(
+    virtual_audio: VirtualAudio, start_server: ServerFactory
+) -> None:
+    """The system microphone (a null sink monitor) is sent, and the server hears its level."""
+    server = await start_server()
+    scene = Scene(
+        server.api_key(),
+        requested_media_devices={"microphone": True},
+        required_media_devices={"microphone": True},
+        devices=SystemDevices(),
+    )
+    session_id = await scene.connect()
+    try:
+        assert scene.is_microphone_active()
+        session = server.state.sessions[session_id]
+        await until(lambda: (session.user_audio_dbfs or -200.0) > -40.0, within=15.0)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                f"{server.url}/api/sessions/{session_id}",
+                headers={"Authorization": f"Bearer {server.admin_token}"},
+            ) as reply,
+        ):
+            live = (await reply.json())["live"]
+        assert live["userAudioDbfs"] > -40.0
+    finally:
+        await scene.disconnect()
