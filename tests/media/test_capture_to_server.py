@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import aiohttp
 
-from dpkit import Scene
+from dpkit import MediaDevices, Scene
+from dpkit.client.consent import ConsentGate, MemoryConsentStore
 from dpkit.media.capture import SystemDevices
 from tests import support_audio
 from tests.support import ServerFactory, until
 from tests.support_audio import VirtualAudio
 
 virtual_audio = support_audio.virtual_audio
+
+
+async def allow_everything(origin: str, devices: MediaDevices) -> MediaDevices:
+    """A fake at the user-interaction boundary: the user allows whatever is asked."""
+    return devices
 
 
 async def test_a_tone_into_the_virtual_microphone_reaches_the_server(
@@ -23,6 +29,7 @@ async def test_a_tone_into_the_virtual_microphone_reaches_the_server(
         requested_media_devices={"microphone": True},
         required_media_devices={"microphone": True},
         devices=SystemDevices(),
+        consent=ConsentGate(MemoryConsentStore(), allow_everything),
     )
     session_id = await scene.connect()
     try:

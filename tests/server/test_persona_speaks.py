@@ -12,7 +12,7 @@ import numpy as np
 from dpkit import Persona, Scene
 from dpkit.media.levels import audio_frame_to_mono, rms_dbfs
 from dpkit.server import DpkitServer, PersonaSettings
-from tests.support import UNIT, ServerFactory
+from tests.support import UNIT, ServerFactory, until
 
 WELCOME = "Hello! I'm Ava, a digital person. How can I help you today?"
 
@@ -154,4 +154,28 @@ async def test_with_greeting_off_the_init_request_greets(start_server: ServerFac
     assert results[0]["output"] == {"text": WELCOME, "context": {"intent": "WELCOME_MESSAGE"}}
     answer = await persona.conversation_send("what is your name?")
     assert answer.status == 0
+    await scene.disconnect()
+
+
+async def test_the_microphone_is_muted_while_the_persona_speaks(
+    start_server: ServerFactory,
+) -> None:
+    """microphoneMuteDelay: the server hears silence from the user's microphone during the
+    persona's speech, and the microphone again after it."""
+    server = await start_server(persona=talking_persona(), microphone_mute_delay_ms=200)
+    scene = Scene(
+        server.api_key(),
+        requested_media_devices={"microphone": True},
+        required_media_devices={"microphone": True},
+    )
+    persona = Persona(scene)
+    changes = speech_times(persona)
+    session_id = await scene.connect()
+    session = server.state.sessions[session_id]
+    _, state, _ = await asyncio.wait_for(changes.get(), 10 * UNIT)
+    assert state == "speaking"
+    await until(lambda: (session.user_audio_dbfs or 0.0) < -90.0, within=5 * UNIT)
+    _, state, _ = await asyncio.wait_for(changes.get(), 20 * UNIT)
+    assert state == "idle"
+    await until(lambda: (session.user_audio_dbfs or -200.0) > -40.0, within=5 * UNIT)
     await scene.disconnect()

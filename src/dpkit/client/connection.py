@@ -40,6 +40,7 @@ from dpkit.protocol.actions import (
 from dpkit.protocol.client import ClientPhase, ClientSession
 from dpkit.protocol.messages import (
     Accepted,
+    Established,
     Frame,
     Ice,
     Offer,
@@ -104,6 +105,11 @@ class Connection:
     @property
     def phase(self) -> ClientPhase:
         return self._machine.phase
+
+    @property
+    def established(self) -> Established | None:
+        """The server's ``established`` frame (its settings), once it came."""
+        return self._machine.established
 
     @property
     def accepted(self) -> Accepted | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from dpkit.client.devices import DeviceError, DeviceFailure
+from dpkit.client.devices import DeviceError, DeviceFailure, DeviceProvider, UserMedia
 from dpkit.client.options import MediaDevices
 from dpkit.client.persistence import default_state_dir
 from dpkit.errors import ConfigurationError
@@ -331,3 +331,32 @@ def default_prompt() -> PermissionPrompt | None:
     """
     stdin = sys.stdin
     return terminal_prompt() if stdin is not None and stdin.isatty() else None
+
+
+class ConsentedDevices:
+    """A device provider that opens only what the user allowed this origin to use.
+
+    One instance serves one connect (or one device change): a device the user refused during it
+    is not asked about again by the browser's fallback order, as a browser would not re-prompt.
+    """
+
+    def __init__(self, provider: DeviceProvider, gate: ConsentGate, origin: str) -> None:
+        self._provider = provider
+        self._gate = gate
+        self._origin = origin_of(origin)
+        self._refused: set[str] = set()
+
+    async def open(self, devices: MediaDevices) -> UserMedia:
+        asked = [device for device in _asked(devices) if device not in self._refused]
+        refused = [device for device in _asked(devices) if device in self._refused]
+        granted = await self._gate.request(self._origin, _devices(asked)) if asked else _devices([])
+        refused += [device for device in asked if not getattr(granted, device)]
+        if refused:
+            self._refused.update(refused)
+            device = refused[0]
+            if self._gate.store.get(self._origin, device).decision is Decision.BLOCKED:
+                raise self._gate.blocked_error(self._origin, device)
+            raise DeviceError(
+                DeviceFailure.NOT_PERMITTED, f"{device} not allowed for {self._origin}"
+            )
+        return await self._provider.open(devices)

@@ -107,7 +107,7 @@ async def acquire_user_media(
         return await provider.open(fallback)
     except DeviceError as second:
         if required.any:
-            raise _no_user_media(second) from None
+            raise _no_user_media(second) from second
         logger.info("going on without media: %s", second.message)
         return UserMedia()
 

@@ -23,8 +23,16 @@ from urllib.parse import urlsplit, urlunsplit
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from dpkit.apikey import decode_api_key
 from dpkit.client.auth import SessionToken, fetch_token
 from dpkit.client.connection import Connection
+from dpkit.client.consent import (
+    ConsentedDevices,
+    ConsentGate,
+    FileConsentStore,
+    default_prompt,
+    origin_of,
+)
 from dpkit.client.devices import (
     DeviceError,
     DeviceProvider,
@@ -33,6 +41,7 @@ from dpkit.client.devices import (
     acquire_user_media,
 )
 from dpkit.client.events import Event
+from dpkit.client.local_media import SwitchableTrack
 from dpkit.client.options import DEFAULT_REQUESTED, DEFAULT_REQUIRED, MediaDevices, RetryOptions
 from dpkit.client.persistence import FileSessionStore, SessionStore, StoredSession
 from dpkit.errors import (
@@ -50,6 +59,7 @@ from dpkit.protocol.messages import (
     DpkitEvent,
     Frame,
     KeepAlive,
+    SceneEvent,
     SceneRequest,
     SceneResponse,
     UserCamera,
@@ -128,7 +138,14 @@ class Scene:
         video_bounds: tuple[int, int] = (640, 480),
         session_store: SessionStore | None = None,
         persona_muted: bool = False,
+        consent: ConsentGate | None = None,
     ) -> None:
+        #: Decides which real devices this app may use (default: remembered in the user's state
+        #: directory, asked on the terminal when there is one). Synthetic devices need none.
+        self.consent = (
+            consent if consent is not None else ConsentGate(FileConsentStore(), default_prompt())
+        )
+        self._origin = ""
         self._persona_muted = persona_muted
         self._video_started_sent = False
         #: Where a persistent session's server and id are kept between connects.
@@ -138,6 +155,7 @@ class Scene:
         self._supports_persistence = False
         self._resumed = False
         self._requests: dict[str, asyncio.Future[SceneResponse]] = {}
+        self._unmute: asyncio.Task[None] | None = None
         self._request_count = 0
         self._api_key = api_key
         self.requested_media_devices = (
@@ -229,7 +247,7 @@ class Scene:
             if wanted:
                 devices = MediaDevices(microphone=kind == "audio", camera=kind == "video")
                 try:
-                    media = await self._devices.open(devices)
+                    media = await self._consented_devices().open(devices)
                 except DeviceError as exc:
                     failure = NoUserMedia(exc.message)
                     failure.__cause__ = exc
@@ -321,8 +339,9 @@ class Scene:
         retry_options: RetryOptions | None,
         user_text: str | None,
     ) -> str:
+        self._origin = origin_of(server_uri or _auth_server(self._api_key))
         self._media = await acquire_user_media(
-            self.requested_media_devices, self.required_media_devices, self._devices
+            self.requested_media_devices, self.required_media_devices, self._consented_devices()
         )
         try:
             resuming = False
@@ -390,6 +409,12 @@ class Scene:
             on_frame=self._on_frame,
         )
 
+    def _consented_devices(self) -> DeviceProvider:
+        """The device provider, behind the consent gate when its devices are real."""
+        if getattr(self._devices, "needs_consent", False):
+            return ConsentedDevices(self._devices, self.consent, self._origin)
+        return self._devices
+
     def _remember_session(self, *, resumed: bool) -> None:
         accepted = self._connection.accepted if self._connection is not None else None
         self._resumed = resumed
@@ -424,7 +449,37 @@ class Scene:
         finally:
             self._requests.pop(transaction, None)
 
+    def _mute_while_persona_speaks(self, frame: SceneEvent) -> None:
+        """``microphoneMuteDelay``: mute the microphone while the persona speaks, and unmute it
+        that many milliseconds after it stops (docs/protocol.md, section 7)."""
+        connection = self._connection
+        established = connection.established if connection is not None else None
+        if connection is None or connection.peer is None or established is None:
+            return
+        delay_ms = established.settings.microphone_mute_delay_ms
+        personas = frame.body.get("persona")
+        if delay_ms < 0 or not isinstance(personas, dict):
+            return
+        speaking = any(
+            isinstance(p, dict) and p.get("speechState") == "speaking" for p in personas.values()
+        )
+        microphone = connection.peer.microphone
+        if self._unmute is not None:
+            self._unmute.cancel()
+            self._unmute = None
+        if speaking:
+            microphone.muted = True
+        elif microphone.muted:
+            self._unmute = self._tasks.spawn(self._unmute_after(microphone, delay_ms), "unmute")
+
+    @staticmethod
+    async def _unmute_after(microphone: SwitchableTrack, delay_ms: int) -> None:
+        await asyncio.sleep(delay_ms / 1000)
+        microphone.muted = False
+
     def _on_frame(self, frame: Frame) -> None:
+        if isinstance(frame, SceneEvent) and frame.name == "state":
+            self._mute_while_persona_speaks(frame)
         if isinstance(frame, SceneResponse):
             waiting = self._requests.get(frame.transaction)
             if waiting is not None and not waiting.done():
@@ -487,6 +542,14 @@ class Scene:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _auth_server(api_key: str | None) -> str:
+    """The token endpoint an API key names (its origin is the one consent is kept for)."""
+    try:
+        return decode_api_key(api_key).auth_server if api_key else ""
+    except ConfigurationError:
+        return ""
 
 
 def _server_route(url: str, server: str) -> str:

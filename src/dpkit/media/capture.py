@@ -545,6 +545,9 @@ _TrackT = TypeVar("_TrackT", MicrophoneTrack, CameraTrack)
 class SystemDevices:
     """A :class:`~dpkit.client.devices.DeviceProvider` that opens this machine's real devices."""
 
+    #: Real devices need the user's consent (a Scene asks through its consent gate).
+    needs_consent = True
+
     def __init__(
         self,
         microphone: str | int | None = None,
