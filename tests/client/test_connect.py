@@ -268,3 +268,24 @@ async def test_connect_twice_is_an_invalid_state(server: DpkitServer) -> None:
             await scene.connect()
     finally:
         await scene.disconnect()
+
+
+async def test_two_consumers_each_get_every_persona_frame(server: DpkitServer) -> None:
+    """video_frames() twice at once: both see the same frames (the tracks are relayed)."""
+    scene = scene_for(server)
+    await scene.connect()
+
+    async def take(count: int) -> list[int | None]:
+        seen: list[int | None] = []
+        async for frame in scene.video_frames():
+            seen.append(frame.pts)
+            if len(seen) == count:
+                return seen
+        return seen
+
+    try:
+        first, second = await asyncio.gather(take(8), take(8))
+        assert len(first) == len(second) == 8
+        assert set(first) & set(second)
+    finally:
+        await scene.disconnect()

@@ -47,3 +47,23 @@ async def test_a_tone_into_the_virtual_microphone_reaches_the_server(
         assert live["userAudioDbfs"] > -40.0
     finally:
         await scene.disconnect()
+
+
+async def test_the_persona_is_played_on_the_default_speaker(
+    virtual_audio: VirtualAudio, start_server: ServerFactory
+) -> None:
+    """With play_audio the persona's voice goes to the default output (the null sink)."""
+    server = await start_server()
+    scene = Scene(
+        server.api_key(),
+        requested_media_devices={},
+        required_media_devices={},
+        play_audio=True,
+    )
+    await scene.connect()
+    try:
+        await until(lambda: scene.playback is not None and scene.playback.frames_played > 50)
+        assert scene.playback is not None
+        assert scene.playback.error is None
+    finally:
+        await scene.disconnect()

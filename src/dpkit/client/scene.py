@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import av
+from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from dpkit.apikey import decode_api_key
@@ -44,6 +45,7 @@ from dpkit.client.events import Event
 from dpkit.client.local_media import SwitchableTrack
 from dpkit.client.options import DEFAULT_REQUESTED, DEFAULT_REQUIRED, MediaDevices, RetryOptions
 from dpkit.client.persistence import FileSessionStore, SessionStore, StoredSession
+from dpkit.client.playback import PersonaPlayback
 from dpkit.errors import (
     ConfigurationError,
     ConnectionError_,
@@ -139,7 +141,13 @@ class Scene:
         session_store: SessionStore | None = None,
         persona_muted: bool = False,
         consent: ConsentGate | None = None,
+        play_audio: bool = False,
+        output_device: str | int | None = None,
     ) -> None:
+        #: Play the persona's voice on this machine's speakers (``output_device``, or the default).
+        self.play_audio = play_audio
+        self._output_device = output_device
+        self.playback: PersonaPlayback | None = None
         #: Decides which real devices this app may use (default: remembered in the user's state
         #: directory, asked on the terminal when there is one). Synthetic devices need none.
         self.consent = (
@@ -156,6 +164,8 @@ class Scene:
         self._resumed = False
         self._requests: dict[str, asyncio.Future[SceneResponse]] = {}
         self._unmute: asyncio.Task[None] | None = None
+        # Several consumers (the app's iterators, the speaker) each get every persona frame.
+        self._relay = MediaRelay()
         self._request_count = 0
         self._api_key = api_key
         self.requested_media_devices = (
@@ -286,13 +296,13 @@ class Scene:
 
     async def video_frames(self) -> AsyncIterator[av.VideoFrame]:
         """Decoded persona video frames until the session ends."""
-        async for frame in _frames(self.video_track):
+        async for frame in _frames(self._relay, self.video_track):
             assert isinstance(frame, av.VideoFrame)
             yield frame
 
     async def audio_frames(self) -> AsyncIterator[av.AudioFrame]:
         """Decoded persona audio frames until the session ends."""
-        async for frame in _frames(self.audio_track):
+        async for frame in _frames(self._relay, self.audio_track):
             assert isinstance(frame, av.AudioFrame)
             yield frame
 
@@ -370,6 +380,11 @@ class Scene:
         logger.info("session %s: connected", session_id)
         self._video_started_sent = False
         await self._send_video_started()
+        if self.play_audio:
+            self.playback = PersonaPlayback(
+                self.audio_frames(), self.is_persona_muted, self._output_device
+            )
+            self._tasks.spawn(self.playback.run(), "playback")
         return session_id
 
     async def _attempts(
@@ -558,13 +573,20 @@ def _server_route(url: str, server: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/server/{server}", parts.query, ""))
 
 
-async def _frames(track: MediaStreamTrack | None) -> AsyncIterator[av.VideoFrame | av.AudioFrame]:
+async def _frames(
+    relay: MediaRelay, track: MediaStreamTrack | None
+) -> AsyncIterator[av.VideoFrame | av.AudioFrame]:
+    """Frames of ``track`` for one consumer: each consumer gets every frame, through the relay."""
     if track is None:
         raise InvalidStateError("no persona media: scene is not connected")
-    while True:
-        try:
-            frame = await track.recv()
-        except MediaStreamError:
-            return
-        if isinstance(frame, av.VideoFrame | av.AudioFrame):
-            yield frame
+    consumer = relay.subscribe(track, buffered=True)
+    try:
+        while True:
+            try:
+                frame = await consumer.recv()
+            except MediaStreamError:
+                return
+            if isinstance(frame, av.VideoFrame | av.AudioFrame):
+                yield frame
+    finally:
+        consumer.stop()
