@@ -155,3 +155,41 @@ async def test_connect_shows_the_place_in_the_queue(start_server: ServerFactory)
     assert code == 0, err
     assert "waiting for a Digital Person: position 1 of 1, about 60 s" in err
     assert "Connected" in err
+
+
+async def test_interactive_session_toggles_devices_and_talks(server: DpkitServer) -> None:
+    """Lines on stdin: words reach the persona and its answer is shown; /c, /p, /q act."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dpkit",
+        "connect",
+        server.api_key(),
+        "--interactive",
+        "--request",
+        "none",
+        "--require",
+        "none",
+        "--duration",
+        "30",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert process.stdin is not None
+    await until(lambda: len(server.state.sessions) == 1, within=30)
+    (session,) = server.state.sessions.values()
+    process.stdin.write(b"hello there\n/c\n/p\n")
+    await process.stdin.drain()
+    await until(lambda: session.info.user_camera[-1:] == [True], within=15)
+    process.stdin.write(b"/q\n")
+    await process.stdin.drain()
+    _out, err = await asyncio.wait_for(process.communicate(), 30)
+    text = err.decode()
+    assert process.returncode == 0, text
+    assert "you: hello there" in text
+    assert "persona: Hi there! It's nice to meet you." in text
+    assert "camera on" in text
+    assert "persona muted" in text
+    assert [info.ending for info in server.state.ended] == ["normal"]

@@ -150,7 +150,9 @@ async def test_dpkit_watch_prints_the_feed(server: DpkitServer) -> None:
             "watch", server.url, "--admin-token", server.admin_token, "--json", "--max-events", "3"
         )
     )
-    await until(lambda: server.state.feed.subscribers == 1, within=20 * UNIT)
+    # The command subscribes once it has started; if it stops first, its output says why.
+    await until(lambda: server.state.feed.subscribers == 1 or watching.done(), within=40 * UNIT)
+    assert not watching.done(), watching.result()
     scene = quiet_scene(server)
     await scene.connect()
     code, out, err = await watching

@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
 from dpkit.cli.parsers import command_parser
+from dpkit.cli.session_keys import run_keys
 from dpkit.client import NoDevices, RetryOptions, Scene, SyntheticDevices
 from dpkit.client.devices import DeviceProvider
 from dpkit.client.options import MediaDevices
@@ -98,6 +99,18 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="give up connecting after this long"
+    )
+    parser.add_argument(
+        "--interactive",
+        "-i",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read commands and text from standard input while connected: /m microphone, "
+        "/c camera, /p persona mute, /q quit, anything else is said to the persona "
+        "(default: on when standard input is a terminal)",
+    )
+    parser.add_argument(
+        "--play", action="store_true", help="play the persona's voice on this machine's speaker"
     )
 
 
@@ -305,6 +318,8 @@ class ClientOptions:
     required: MediaDevices | None
     retry: RetryOptions
     timeout: float | None
+    interactive: bool = False
+    play: bool = False
 
 
 def client_options(args: argparse.Namespace) -> ClientOptions:
@@ -316,6 +331,10 @@ def client_options(args: argparse.Namespace) -> ClientOptions:
         required=parse_devices(args.require, "--require"),
         retry=RetryOptions(args.retries, args.retry_delay),
         timeout=args.timeout,
+        interactive=(
+            sys.stdin.isatty() and not args.json if args.interactive is None else args.interactive
+        ),
+        play=args.play,
     )
 
 
@@ -348,6 +367,7 @@ async def connect_and_show(
         requested_media_devices=options.requested,
         required_media_devices=options.required,
         devices=options.devices,
+        play_audio=options.play,
     )
     started = time.perf_counter()
     entered: dict[ConnectionStateName, float] = {}
@@ -379,7 +399,7 @@ async def connect_and_show(
             reporter.failed(error)
             return 1
         reporter.connected(session_id, step_durations(entered, started))
-        await stay_connected(scene, reporter, ended, options.duration)
+        await stay_connected(scene, reporter, ended, options.duration, options.interactive)
     finally:
         await scene.close()
         reporter.close()
@@ -399,7 +419,11 @@ def step_durations(entered: dict[ConnectionStateName, float], started: float) ->
 
 
 async def stay_connected(
-    scene: Scene, reporter: Reporter, ended: asyncio.Event, duration: float | None
+    scene: Scene,
+    reporter: Reporter,
+    ended: asyncio.Event,
+    duration: float | None,
+    interactive: bool = False,
 ) -> None:
     """Report media once a second until the duration passes, the session ends, or Ctrl-C."""
     stop = asyncio.Event()
@@ -417,6 +441,9 @@ async def stay_connected(
         asyncio.create_task(count_video(scene, stats)),
         asyncio.create_task(count_audio(scene, stats)),
     ]
+    if interactive:
+        console = Console(stderr=True)
+        counters.append(asyncio.create_task(run_keys(scene, console.print, stop)))
     deadline = None if duration is None else loop.time() + duration
     try:
         while not ended.is_set() and not stop.is_set():
