@@ -33,6 +33,7 @@ from dpkit.client.devices import DeviceProvider
 from dpkit.client.options import MediaDevices
 from dpkit.errors import ConfigurationError, DpkitError
 from dpkit.media.capture import SystemDevices
+from dpkit.media.files import MediaFileDevices
 from dpkit.protocol.states import ConnectionStateData, ConnectionStateName
 from dpkit.server.endpoints import TOKEN_PATH
 from dpkit.server.keys import KeyStore
@@ -80,6 +81,13 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
         default="synthetic",
         help="where the microphone and camera come from: a tone and a test pattern, this "
         "machine's real devices (PortAudio, v4l2), or none at all (default: synthetic)",
+    )
+    parser.add_argument(
+        "--media-file",
+        type=Path,
+        metavar="FILE",
+        help="use a media file's audio and video as the microphone and camera (overrides "
+        "--devices)",
     )
     parser.add_argument(
         "--request",
@@ -326,7 +334,9 @@ def client_options(args: argparse.Namespace) -> ClientOptions:
     return ClientOptions(
         json=args.json,
         duration=args.duration,
-        devices=device_provider(args.devices),
+        devices=(
+            MediaFileDevices(args.media_file) if args.media_file else device_provider(args.devices)
+        ),
         requested=parse_devices(args.request, "--request"),
         required=parse_devices(args.require, "--require"),
         retry=RetryOptions(args.retries, args.retry_delay),
