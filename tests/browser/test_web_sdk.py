@@ -16,6 +16,11 @@ from dpkit.server.journal import SqliteJournal
 from dpkit.server.page import WEB_DIR, find_web_sdk
 from tests.support import UNIT, ServerFactory, until
 
+#: connect() resolved and the Connected state reported (the SDK may do either first).
+CONNECTED = (
+    "window.dpkitPage.sessionId !== null"
+    " && window.dpkitPage.states.some(s => s.name === 'Connected')"
+)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 MS = int(1000 * UNIT)
 
@@ -43,9 +48,7 @@ async def open_page(
 async def connect(page: Page) -> dict[str, Any]:
     """Click Connect and wait until connect() resolved or failed; return what the page saw."""
     await page.click("#connect")
-    await page.wait_for_function(
-        "window.dpkitPage.sessionId || window.dpkitPage.error", timeout=20 * MS
-    )
+    await page.wait_for_function(f"({CONNECTED}) || window.dpkitPage.error", timeout=20 * MS)
     seen: dict[str, Any] = await page.evaluate("window.dpkitPage")
     return {key: seen[key] for key in ("states", "sessionId", "error", "disconnects")}
 
@@ -177,7 +180,7 @@ async def test_busy_server_is_retried_until_a_person_frees_up(
     await second.click("#connect")
     await until(lambda: sum(i.ending == "noScene" for i in server.state.ended) >= 2)
     await first.click("#disconnect")
-    await second.wait_for_function("window.dpkitPage.sessionId !== null", timeout=20 * MS)
+    await second.wait_for_function(CONNECTED, timeout=20 * MS)
     seen = await second.evaluate("window.dpkitPage")
     assert seen["error"] is None
     assert list(server.state.sessions) == [seen["sessionId"]]
@@ -310,7 +313,7 @@ async def test_page_waits_in_the_queue_and_connects_when_a_person_frees_up(
     await asyncio.sleep(0.3 * UNIT)  # still waiting a moment later: it stays in the queue
     assert await second.text_content("#state-name") == "SearchingForDigitalPerson"
     await first.click("#disconnect")
-    await second.wait_for_function("window.dpkitPage.sessionId !== null", timeout=20 * MS)
+    await second.wait_for_function(CONNECTED, timeout=20 * MS)
     seen = await second.evaluate("window.dpkitPage")
     assert progress(seen["states"]) == CONNECT_STATES
     assert [i.ending for i in server.state.ended] == ["normal"]

@@ -52,14 +52,9 @@ async def test_a_tone_into_the_virtual_microphone_reaches_the_server(
 async def test_the_persona_is_played_on_the_default_speaker(
     virtual_audio: VirtualAudio, start_server: ServerFactory
 ) -> None:
-    """With play_audio the persona's voice goes to the default output (the null sink)."""
+    """When the machine has an output device, the persona's voice is played on it, unasked."""
     server = await start_server()
-    scene = Scene(
-        server.api_key(),
-        requested_media_devices={},
-        required_media_devices={},
-        play_audio=True,
-    )
+    scene = Scene(server.api_key(), requested_media_devices={}, required_media_devices={})
     await scene.connect()
     try:
         await until(lambda: scene.playback is not None and scene.playback.frames_played > 50)
@@ -67,3 +62,10 @@ async def test_the_persona_is_played_on_the_default_speaker(
         assert scene.playback.error is None
     finally:
         await scene.disconnect()
+
+
+def test_without_a_sound_server_there_is_nothing_to_play_on(virtual_audio: VirtualAudio) -> None:
+    """The check a Scene makes before playing: true while the virtual speaker exists."""
+    from dpkit.client.playback import has_output_device
+
+    assert has_output_device()

@@ -24,6 +24,15 @@ logger = logging.getLogger("dpkit.client")
 SAMPLE_RATE = 48000
 
 
+def has_output_device(device: str | int | None = None) -> bool:
+    """Whether PortAudio has this (or a default) output device to play on."""
+    try:
+        load_portaudio().query_devices(device, kind="output")
+    except Exception:  # no PortAudio, no device, or no default: nothing to play on
+        return False
+    return True
+
+
 class PersonaPlayback:
     """Plays frames on an output device until they end."""
 

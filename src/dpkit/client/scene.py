@@ -45,7 +45,7 @@ from dpkit.client.events import Event
 from dpkit.client.local_media import SwitchableTrack
 from dpkit.client.options import DEFAULT_REQUESTED, DEFAULT_REQUIRED, MediaDevices, RetryOptions
 from dpkit.client.persistence import FileSessionStore, SessionStore, StoredSession
-from dpkit.client.playback import PersonaPlayback
+from dpkit.client.playback import PersonaPlayback, has_output_device
 from dpkit.errors import (
     ConfigurationError,
     ConnectionError_,
@@ -141,10 +141,11 @@ class Scene:
         session_store: SessionStore | None = None,
         persona_muted: bool = False,
         consent: ConsentGate | None = None,
-        play_audio: bool = False,
+        play_audio: bool | None = None,
         output_device: str | int | None = None,
     ) -> None:
-        #: Play the persona's voice on this machine's speakers (``output_device``, or the default).
+        #: Play the persona's voice on this machine's speakers (``output_device``, or the
+        #: default); None: when the machine has an output device.
         self.play_audio = play_audio
         self._output_device = output_device
         self.playback: PersonaPlayback | None = None
@@ -380,6 +381,8 @@ class Scene:
         logger.info("session %s: connected", session_id)
         self._video_started_sent = False
         await self._send_video_started()
+        if self.play_audio is None:
+            self.play_audio = await asyncio.to_thread(has_output_device, self._output_device)
         if self.play_audio:
             self.playback = PersonaPlayback(
                 self.audio_frames(), self.is_persona_muted, self._output_device
