@@ -314,25 +314,12 @@ class _PortAudioInput:
             self._stream.close()
 
 
-class MicrophoneTrack(MediaStreamTrack):
-    """A real microphone: 20 ms frames of 48 kHz mono s16 whose pts count samples.
+class _CapturedTrack(MediaStreamTrack, Generic[_FrameT]):
+    """What both device tracks share: frames from a capture thread, and its state."""
 
-    Made by :func:`open_microphone`. Capture starts on the first ``recv()``; ``stop()`` stops
-    the worker thread and closes the device. If the device fails while capturing, ``recv()``
-    raises ``MediaStreamError`` and :attr:`error` says why.
-    """
+    _capture: _CaptureThread[_FrameT]
 
-    kind = "audio"
-
-    def __init__(self, stream: Any, name: str = "microphone") -> None:
-        super().__init__()
-        self._input = _PortAudioInput(stream)
-        self._capture = _CaptureThread[av.AudioFrame](
-            f"dpkit-{name}", self._input, MICROPHONE_QUEUE
-        )
-
-    async def recv(self) -> av.AudioFrame:
-        """The next 20 ms of sound from the device."""
+    async def _next(self) -> _FrameT:
         if self.readyState != "live":
             raise MediaStreamError
         frame = await self._capture.get()
@@ -360,6 +347,28 @@ class MicrophoneTrack(MediaStreamTrack):
     def dropped(self) -> int:
         """Frames dropped because the consumer fell behind."""
         return self._capture.dropped
+
+
+class MicrophoneTrack(_CapturedTrack[av.AudioFrame]):
+    """A real microphone: 20 ms frames of 48 kHz mono s16 whose pts count samples.
+
+    Made by :func:`open_microphone`. Capture starts on the first ``recv()``; ``stop()`` stops
+    the worker thread and closes the device. If the device fails while capturing, ``recv()``
+    raises ``MediaStreamError`` and :attr:`error` says why.
+    """
+
+    kind = "audio"
+
+    def __init__(self, stream: Any, name: str = "microphone") -> None:
+        super().__init__()
+        self._input = _PortAudioInput(stream)
+        self._capture = _CaptureThread[av.AudioFrame](
+            f"dpkit-{name}", self._input, MICROPHONE_QUEUE
+        )
+
+    async def recv(self) -> av.AudioFrame:
+        """The next 20 ms of sound from the device."""
+        return await self._next()
 
 
 def open_microphone(device: str | int | None = None) -> MicrophoneTrack:
@@ -431,7 +440,7 @@ class _VideoInput:
         self._container.close()
 
 
-class CameraTrack(MediaStreamTrack):
+class CameraTrack(_CapturedTrack[av.VideoFrame]):
     """A real camera: yuv420p frames with pts on a 90 kHz clock starting at zero.
 
     Made by :func:`open_camera` (or :func:`open_video_input` for any PyAV input). Capture
@@ -448,33 +457,7 @@ class CameraTrack(MediaStreamTrack):
 
     async def recv(self) -> av.VideoFrame:
         """The next picture from the device."""
-        if self.readyState != "live":
-            raise MediaStreamError
-        frame = await self._capture.get()
-        if frame is None:
-            self.stop()
-            raise MediaStreamError
-        return frame
-
-    def stop(self) -> None:
-        """End the track, stop capture and close the device; safe to call more than once."""
-        super().stop()
-        self._capture.stop()
-
-    @property
-    def error(self) -> DeviceError | None:
-        """Why capture ended, if the device failed."""
-        return self._capture.error
-
-    @property
-    def running(self) -> bool:
-        """Whether the worker thread reading the device is alive."""
-        return self._capture.running
-
-    @property
-    def dropped(self) -> int:
-        """Frames dropped because the consumer fell behind."""
-        return self._capture.dropped
+        return await self._next()
 
 
 def open_video_input(
