@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 from dpkit.server import PersonaSettings, Settings
 
@@ -36,3 +39,15 @@ async def until(condition: Callable[[], bool], within: float = 10 * UNIT) -> Non
     async with asyncio.timeout(within):
         while not condition():  # noqa: ASYNC110 - polling the server's state from outside
             await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1 at a free port for the block; yield its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()

@@ -14,7 +14,7 @@ from playwright.async_api import Browser, Page
 from dpkit.server import DpkitServer
 from dpkit.server.journal import SqliteJournal
 from dpkit.server.page import WEB_DIR, find_web_sdk
-from tests.support import UNIT, ServerFactory, until
+from tests.support import UNIT, ServerFactory, serving, until
 
 #: connect() resolved and the Connected state reported (the SDK may do either first).
 CONNECTED = (
@@ -236,13 +236,8 @@ async def serve_page_elsewhere(sdk_dir: Path) -> AsyncGenerator[str, None]:
     app.router.add_get("/", index)
     app.router.add_static("/static/", WEB_DIR)
     app.router.add_static("/sdk/", sdk_dir)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as origin:
+        yield origin
 
 
 async def test_page_on_another_origin_connects_with_an_api_key(

@@ -15,7 +15,7 @@ from dpkit.errors import AssetsFailed
 from dpkit.protocol.messages import DpkitEvent, Frame
 from dpkit.server import DpkitServer, PersonaSettings
 from dpkit.server.assets import BUILTIN_BUNDLE, MANIFEST, write_manifest
-from tests.support import ServerFactory
+from tests.support import ServerFactory, serving
 
 
 class BundleServer:
@@ -42,12 +42,9 @@ async def bundle_server(tmp_path: Path) -> AsyncIterator[BundleServer]:
     served = BundleServer(folder)
     app = web.Application()
     app.router.add_get("/personas/ava/{name}", served.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    served.url = f"http://127.0.0.1:{runner.addresses[0][1]}/personas/ava/"
-    yield served
-    await runner.cleanup()
+    async with serving(app) as base:
+        served.url = f"{base}/personas/ava/"
+        yield served
 
 
 def quiet_scene(server: DpkitServer) -> Scene:

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from dpkit import Scene
 from dpkit.server.webhooks import signature
-from tests.support import ServerFactory, until
+from tests.support import ServerFactory, serving, until
 
 SECRET = "webhook-test-secret"
 
@@ -42,12 +42,9 @@ async def receiver() -> AsyncIterator[Receiver]:
     hooks = Receiver()
     app = web.Application()
     app.router.add_post("/hook", hooks.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    hooks.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    yield hooks
-    await runner.cleanup()
+    async with serving(app) as base:
+        hooks.url = f"{base}/hook"
+        yield hooks
 
 
 async def test_every_event_is_delivered_signed_in_order(
