@@ -96,7 +96,6 @@ class Connection:
         self._control_url: str | None = None
         self._control: aiohttp.ClientWebSocketResponse | None = None
         self._control_queue: list[str] = []
-        self._done = asyncio.Event()
 
     @property
     def session_id(self) -> str | None:
@@ -154,9 +153,6 @@ class Connection:
             await self._execute(self._machine.disconnect())
         await self.close()
 
-    async def wait_closed(self) -> None:
-        await self._done.wait()
-
     async def close(self) -> None:
         """Release the socket, peer connection and tasks. Idempotent."""
         if self._control is not None and not self._control.closed:
@@ -171,7 +167,6 @@ class Connection:
         if not self._outcome.done():
             self._outcome.set_exception(ServerConnectionFailed("the connection was closed"))
             self._outcome.exception()  # retrieved: nobody may be waiting any more
-        self._done.set()
 
     # --- reading and carrying out -----------------------------------------------------------
 
@@ -182,7 +177,6 @@ class Connection:
             # A failure here must not leave connect() waiting for ever.
             logger.exception("the session socket reader failed")
             self._fail(ServerConnectionFailed(f"the client failed while connecting: {exc!r}"))
-            self._done.set()
 
     async def _read_frames(self) -> None:
         assert self._ws is not None
@@ -195,7 +189,6 @@ class Connection:
                 logger.warning("session socket error: %s", self._ws.exception())
                 break
         await self._execute(self._machine.socket_closed())
-        self._done.set()
 
     async def _execute(self, actions: list[Action]) -> None:
         for action in actions:

@@ -89,10 +89,6 @@ class DigitalPersonPool:
     def queue_length(self) -> int:
         return len(self._waiters)
 
-    def queued(self) -> list[object]:
-        """The holders waiting, head first."""
-        return [waiter.holder for waiter in self._waiters]
-
     def try_acquire(self, holder: object) -> DigitalPerson | None:
         """Reserve a free Digital Person for ``holder`` at once, or None (nobody queues)."""
         if self._waiters:

@@ -60,7 +60,6 @@ class PersonaPeer:
         self._levels: deque[float] = deque(maxlen=25)
         self._state = asyncio.Event()
         self._tasks = TaskOwner("persona-peer")
-        self.user_tracks: list[MediaStreamTrack] = []
         self.received_frames = {"audio": 0, "video": 0}
         self._pc.on("connectionstatechange", self._state.set)
         self._pc.on("track", self._on_track)
@@ -121,7 +120,6 @@ class PersonaPeer:
             await self._state.wait()
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        self.user_tracks.append(track)
         self._tasks.spawn(self._drain(track), f"user-{track.kind}")
 
     async def _drain(self, track: MediaStreamTrack) -> None:

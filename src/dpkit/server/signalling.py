@@ -102,8 +102,6 @@ class SessionInfo:
     session_id: str | None = None
     phase: str = ServerPhase.OPENED.value
     ending: str | None = None
-    #: Every queue position this socket was told, in order (1 is next in line).
-    queue_positions: list[int] = field(default_factory=list)
     queue_wait_s: float = 0.0
     #: Offers this socket sent (a device change must not need another one).
     offers: int = 0
@@ -247,7 +245,6 @@ class SignallingSession:
             return refused
 
     def _on_queue_position(self, position: QueuePosition) -> None:
-        self.info.queue_positions.append(position.position)
         self._journal.event(
             self.info.socket_id, "queue", f"{position.position}/{position.size}", time.time()
         )
