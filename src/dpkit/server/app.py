@@ -3,12 +3,17 @@
 :func:`create_app` returns an aiohttp application whose lifespan builds the
 :class:`~dpkit.server.state.ServerState` at start-up and, at shutdown, refuses new sessions,
 ends the live ones with ``close {reason: "normal"}`` and waits (bounded) for them.
+
+Before serving, the lifespan also puts the journal right: it ends with ``serverRestart`` the
+sessions a killed earlier run of this node left live, and prunes the sessions past
+``journal_retention_days`` (then hourly, from a task it owns).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -19,6 +24,7 @@ from dpkit.server.endpoints import add_routes, cors_middleware
 from dpkit.server.fanout import FanOutJournal
 from dpkit.server.feed import StateFeed
 from dpkit.server.journal import SqliteJournal
+from dpkit.server.journal_upkeep import end_sessions_left_live, prune_journal, prune_periodically
 from dpkit.server.keys import KeyStore
 from dpkit.server.metrics import SessionMetrics
 from dpkit.server.page import add_page_routes, find_web_sdk
@@ -28,6 +34,7 @@ from dpkit.server.settings import Settings
 from dpkit.server.state import STATE, ServerState
 from dpkit.server.tokens import TokenSigner
 from dpkit.server.webhooks import Webhooks
+from dpkit.tasks import TaskOwner
 
 logger = logging.getLogger("dpkit.server")
 
@@ -76,9 +83,15 @@ def create_app(settings: Settings) -> web.Application:
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         state = build_state(settings)
         app[STATE] = state
+        now = time.time()
+        end_sessions_left_live(state, now)
+        prune_journal(state, now)
         state.webhooks.start()
+        journal_tasks = TaskOwner("journal")
+        journal_tasks.spawn(prune_periodically(state), "prune")
         logger.info("serving %d Digital Person(s) of %s", settings.capacity, settings.persona.name)
         yield
+        await journal_tasks.close()
         # Normally a no-op by now: on_shutdown below already ended the sessions.
         await shutdown(state)
         await state.detached.close()

@@ -6,6 +6,13 @@ the queue, each camera change, and the ending with its reason. ``dpkit sessions 
 ``dpkit sessions show <sessionId>`` read it, so a session can be looked up by the id that
 ``connect()`` returned.
 
+Two things keep it true and bounded across runs (the lifespan in :mod:`dpkit.server.app` does
+both at start): a server killed without a shutdown leaves its live rows with no ending, so the
+next start of the same node ends them (:meth:`SqliteJournal.unended` finds them); and sessions
+that ended more than ``journal_retention_days`` ago are deleted with their events
+(:meth:`SqliteJournal.prune`). Rows with no ending are never pruned: they are live, or another
+node's to end.
+
 :class:`SqliteJournal` is the store; the server only uses the :class:`Journal` protocol, so
 another store can stand in for it.
 """
@@ -13,6 +20,8 @@ another store can stand in for it.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -36,6 +45,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_by_session_id ON sessions (session_id);
 CREATE INDEX IF NOT EXISTS sessions_by_opened_at ON sessions (opened_at);
+CREATE INDEX IF NOT EXISTS sessions_by_ended_at ON sessions (ended_at);
 CREATE TABLE IF NOT EXISTS events (
     socket_id TEXT NOT NULL REFERENCES sessions (socket_id),
     at        REAL NOT NULL,
@@ -91,6 +101,7 @@ _COLUMNS = (
     "queue_wait_s, microphone, camera"
 )
 _UPDATABLE = {"session_id", "queue_wait_s", "microphone", "camera"}
+DAY_S = 86400.0
 
 
 class SqliteJournal:
@@ -139,6 +150,45 @@ class SqliteJournal:
             (at, ending, socket_id),
         )
         self.event(socket_id, "end", ending, at)
+
+    def unended(self, node: str) -> list[str]:
+        """The socket ids of ``node``'s sessions with no ending, oldest first.
+
+        At a node's start these are what its previous run left live when it was killed.
+        """
+        rows = self._db.execute(
+            "SELECT socket_id FROM sessions WHERE node = ? AND ended_at IS NULL "
+            "ORDER BY opened_at, rowid",
+            (node,),
+        ).fetchall()
+        return [str(socket_id) for (socket_id,) in rows]
+
+    def prune(self, *, retention_days: float, now: float) -> int:
+        """Delete the sessions that ended before ``now`` minus the retention, with their events.
+
+        Returns how many sessions went. One transaction, so a reader never sees a session
+        without its events or events without their session.
+        """
+        cutoff = now - retention_days * DAY_S
+        with self._transaction():
+            self._db.execute(
+                "DELETE FROM events WHERE socket_id IN "
+                "(SELECT socket_id FROM sessions WHERE ended_at < ?)",
+                (cutoff,),
+            )
+            deleted = self._db.execute("DELETE FROM sessions WHERE ended_at < ?", (cutoff,))
+        return deleted.rowcount
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # The connection autocommits (isolation_level=None), so a transaction is explicit.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def list(self, limit: int = 20) -> list[SessionRecord]:
         """The most recent session sockets, newest first, without their timelines."""

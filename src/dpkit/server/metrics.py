@@ -76,6 +76,11 @@ class SessionMetrics:
         else:
             self.errors[ending] += 1
 
+    def ended_in_earlier_run(self, ending: str, *, connected: bool) -> None:
+        """Count the ending of a session this run never saw open (one a crash left live)."""
+        counts = self.disconnects if connected else self.errors
+        counts[ending] += 1
+
     def close(self) -> None:
         pass
 
