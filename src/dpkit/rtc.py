@@ -56,6 +56,17 @@ def validate_addresses(addresses: Sequence[str]) -> tuple[str, ...]:
     return tuple(checked)
 
 
+def validate_networks(networks: Sequence[str]) -> tuple[str, ...]:
+    """Check that each entry is an IP address or network; raise ValueError naming the bad one."""
+    checked = []
+    for network in networks:
+        try:
+            checked.append(str(ipaddress.ip_network(network.strip(), strict=False)))
+        except ValueError:
+            raise ValueError(f"not an IP address or network: {network!r}") from None
+    return tuple(checked)
+
+
 def is_loopback_host(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and ``localhost``."""
     if host == "localhost":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,7 @@ from dpkit.protocol.actions import (
     SendFrame,
     StartSession,
 )
+from dpkit.protocol.limits import SessionLimits
 from dpkit.protocol.messages import (
     Accepted,
     Answer,
@@ -46,6 +48,7 @@ from dpkit.protocol.messages import (
     WebRtcEvent,
     serialize_frame,
 )
+from dpkit.protocol.sdp import check_candidate
 from dpkit.protocol.server import (
     FROM_CLIENT,
     SERVER_TRANSITIONS,
@@ -58,7 +61,7 @@ P = ServerPhase
 I = ServerInput  # noqa: E741 - mirrors the module under test
 
 SID = "s1"
-SDP = "v=0\r\n"
+SDP = (Path(__file__).parent / "offers" / "aiortc-1.16-two-sections.sdp").read_bytes().decode()
 ANSWER_SDP = "v=0\r\na=msid:persona audio\r\n"
 CANDIDATE = "candidate:1 1 udp 2113937151 abc.local 54321 typ host"
 LIVE = [P.OPENED, P.ESTABLISHED, P.STARTING, P.ACCEPTED, P.CONNECTED]
@@ -77,6 +80,7 @@ FEED: dict[ServerInput, Feed] = {
     I.IGNORED_FRAME: lambda s: s.receive(UnknownFrame("future", "event", "thing", {})),
     I.SERVER_FRAME: lambda s: s.receive(Connected(SID)),
     I.MALFORMED: lambda s: s.receive_text("{oops"),
+    I.OVERSIZED: lambda s: s.receive_text(" " * (SessionLimits().max_frame_bytes + 1)),
     I.PERSONA_ASSIGNED: lambda s: s.persona_assigned(),
     I.SESSION_STARTED: lambda s: s.session_started(Accepted(SID), ANSWER_SDP),
     I.TRANSPORT_CONNECTED: lambda s: s.transport_connected(),
@@ -205,7 +209,7 @@ def test_happy_path_frames_in_order() -> None:
         ClientEvent(VideoBounds(640, 480, SID)),
         SendFrame(accepted),
         SendFrame(Answer(ANSWER_SDP)),
-        AddRemoteCandidate(Ice(CANDIDATE, "0", 0, session_id=SID)),
+        AddRemoteCandidate(Ice(CANDIDATE, "0", 0, session_id=SID), check_candidate(CANDIDATE)),
         AddRemoteCandidate(Ice("", "", 0, complete=True, session_id=SID)),
         SendFrame(Connected(SID)),
         ClientEvent(UserCamera(True, session_id=SID)),

@@ -50,6 +50,10 @@ so it does not flutter at high frame rates between syllables."""
 MIN_RATE_WPM = 80
 MAX_RATE_WPM = 450
 
+MAX_DURATION_S = 60.0
+"""The longest utterance a voice renders unless told otherwise: the rest of the text is not
+spoken. Text is bounded where it enters the server; this bounds what one text can cost."""
+
 # eSpeak NG's API constants (speak_lib.h).
 _AUDIO_OUTPUT_SYNCHRONOUS = 0x02
 _INITIALIZE_DONT_EXIT = 0x8000  # return an error instead of calling exit() on a bad data path
@@ -123,10 +127,14 @@ class Utterance:
         edges = np.minimum(
             np.round(np.arange(frames + 1) * (self.sample_rate / fps)).astype(np.int64), count
         )
-        scaled = self.samples.astype(np.float64) / 32768.0
-        energy = np.concatenate(([0.0], np.cumsum(scaled * scaled)))
+        # Per-frame sums of squares in float32, frame by frame: a cumulative sum over the whole
+        # utterance in float64 cost 16 bytes a sample (tens of MiB for a minute of speech).
         lengths = np.maximum(np.diff(edges), 1)
-        mean_square = np.maximum((energy[edges[1:]] - energy[edges[:-1]]) / lengths, 1e-20)
+        sums = np.zeros(frames, dtype=np.float64)
+        for index in range(frames):
+            chunk = self.samples[edges[index] : edges[index + 1]].astype(np.float32) / 32768.0
+            sums[index] = float(np.dot(chunk, chunk))
+        mean_square = np.maximum(sums / lengths, 1e-20)
         level_db = 10.0 * np.log10(mean_square)
         target = np.clip((level_db - CLOSED_DBFS) / (OPEN_DBFS - CLOSED_DBFS), 0.0, 1.0)
         period = 1.0 / fps
@@ -147,7 +155,16 @@ class EspeakVoice:
     that has something to say, since finding it out means loading the library.
     """
 
-    def __init__(self, voice: str = "en-us", rate_wpm: int = 165, pitch: int = 50) -> None:
+    def __init__(
+        self,
+        voice: str = "en-us",
+        rate_wpm: int = 165,
+        pitch: int = 50,
+        *,
+        max_duration_s: float = MAX_DURATION_S,
+    ) -> None:
+        if not math.isfinite(max_duration_s) or max_duration_s <= 0:
+            raise VoiceError(f"max_duration_s must be positive, got {max_duration_s}")
         if not voice or not voice.isprintable():
             raise VoiceError(f"voice name must be a non-empty printable string, got {voice!r}")
         if not MIN_RATE_WPM <= rate_wpm <= MAX_RATE_WPM:
@@ -160,6 +177,7 @@ class EspeakVoice:
         self.voice = voice
         self.rate_wpm = rate_wpm
         self.pitch = pitch
+        self.max_duration_s = max_duration_s
 
     def __repr__(self) -> str:
         return f"EspeakVoice({self.voice!r}, rate_wpm={self.rate_wpm}, pitch={self.pitch})"
@@ -171,12 +189,15 @@ class EspeakVoice:
     def speak_sync(self, text: str) -> Utterance:
         """Synthesise ``text`` now, blocking: 48 kHz mono int16, padded with silence.
 
-        Empty or blank text gives an empty utterance without touching the library.
+        Empty or blank text gives an empty utterance without touching the library. Speech past
+        ``max_duration_s`` is not rendered: synthesis stops there.
         """
         if not text.strip():
             return Utterance(text, np.zeros(0, dtype=np.int16))
         with _LOCK:
-            raw, rate = _ENGINE.synthesise(text, self.voice, self.rate_wpm, self.pitch)
+            raw, rate = _ENGINE.synthesise(
+                text, self.voice, self.rate_wpm, self.pitch, self.max_duration_s
+            )
         lead_in = np.zeros(round(LEAD_IN_S * rate), dtype=np.int16)
         tail = np.zeros(round(TAIL_S * rate), dtype=np.int16)
         # Padding before resampling also keeps the resampler's input longer than its filter,
@@ -192,14 +213,18 @@ class _Espeak:
         self._lib: Any = None
         self._rate = 0
         self._chunks: list[npt.NDArray[np.int16]] = []
+        self._collected = 0
+        self._max_samples = 0
         # Kept on the instance for the process's life: the library calls it long after setup.
         self._callback = _SynthCallback(self._collect)
 
     def synthesise(
-        self, text: str, voice: str, rate_wpm: int, pitch: int
+        self, text: str, voice: str, rate_wpm: int, pitch: int, max_duration_s: float
     ) -> tuple[npt.NDArray[np.int16], int]:
-        """``text`` spoken by ``voice`` as int16 samples, and their rate (22050 Hz)."""
+        """``text`` spoken by ``voice`` as int16 samples (at most ``max_duration_s`` of them),
+        and their rate (22050 Hz)."""
         lib = self._load()
+        self._max_samples = max(1, int(max_duration_s * self._rate))
         status = int(lib.espeak_SetVoiceByName(voice.encode()))
         if status == _EE_NOT_FOUND:
             raise VoiceError(f"eSpeak NG has no voice named {voice!r}")
@@ -209,6 +234,7 @@ class _Espeak:
         # A NUL would end the C string early and silently drop the rest of the text.
         data = text.replace("\0", " ").encode() + b"\0"
         self._chunks = []
+        self._collected = 0
         try:
             status = int(
                 lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
@@ -217,13 +243,16 @@ class _Espeak:
             samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
         finally:
             self._chunks = []
+        samples = samples[: self._max_samples]
         return samples.astype(np.int16, copy=False), self._rate
 
     def _collect(self, wav: Any, count: int, events: object) -> int:
-        # NULL marks the end of the synthesis; returning 0 asks eSpeak to carry on.
+        # NULL marks the end of the synthesis; returning 0 asks eSpeak to carry on, 1 to stop
+        # (the utterance is as long as it may be).
         if wav and count > 0:
             self._chunks.append(np.frombuffer(ctypes.string_at(wav, count * 2), dtype=np.int16))
-        return 0
+            self._collected += count
+        return 1 if self._collected >= self._max_samples else 0
 
     def _load(self) -> Any:
         if self._lib is not None:

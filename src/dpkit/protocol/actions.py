@@ -19,6 +19,7 @@ from dpkit.protocol.messages import (
     SessionSettings,
     WebRtcEvent,
 )
+from dpkit.protocol.sdp import Candidate
 from dpkit.protocol.states import ConnectionStateData
 
 
@@ -36,9 +37,14 @@ class CloseSocket:
 
 @dataclass(frozen=True)
 class AddRemoteCandidate:
-    """Give the peer connection a candidate the other side trickled."""
+    """Give the peer connection a candidate the other side trickled.
+
+    On the server, ``checked`` is the candidate as :func:`~dpkit.protocol.sdp.check_candidate`
+    read it (None for the end of candidates), and ``ice`` names its media section by mid.
+    """
 
     ice: Ice
+    checked: Candidate | None = None
 
 
 # --- client side --------------------------------------------------------------------------------

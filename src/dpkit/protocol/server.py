@@ -8,12 +8,17 @@ construction: ``established`` is the first frame it sends, ``connected`` is sent
 
 A client frame the table does not allow in the current phase is a protocol violation: the server
 tells the client in a ``dpkit/protocolError`` frame and carries on, so one bad client never takes
-the server down. A local call the table does not allow raises
-:class:`~dpkit.errors.InvalidStateError`.
+the server down (after :data:`~dpkit.protocol.limits.MAX_VIOLATIONS` it is closed). An offer or a
+candidate that does not pass :mod:`dpkit.protocol.sdp` ends the session with ``close
+{protocolError}``; a frame over the size limit ends it with ``close {frameTooLarge}``. Text the
+persona would speak is bounded (:class:`~dpkit.protocol.limits.SessionLimits`), and client log
+lines are written only when the session asked for them (``logToServer``), escaped and capped. A
+local call the table does not allow raises :class:`~dpkit.errors.InvalidStateError`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 from typing import cast
@@ -30,6 +35,15 @@ from dpkit.protocol.actions import (
     SendFrame,
     StartSession,
 )
+from dpkit.protocol.limits import (
+    CLIENT_LOG_LINES_PER_FRAME,
+    LOGGED_VIOLATIONS,
+    MAX_VIOLATIONS,
+    TEXT_REQUESTS,
+    SessionLimits,
+    frame_too_large,
+    printable,
+)
 from dpkit.protocol.messages import (
     Accepted,
     Answer,
@@ -45,6 +59,7 @@ from dpkit.protocol.messages import (
     Offer,
     SceneEvent,
     SceneRequest,
+    SceneResponse,
     SessionSettings,
     Ui,
     UpdateOffer,
@@ -55,6 +70,7 @@ from dpkit.protocol.messages import (
     WebRtcEvent,
     parse_frame,
 )
+from dpkit.protocol.sdp import OfferLayout, check_candidate, check_offer
 
 logger = logging.getLogger("dpkit.server")
 
@@ -63,6 +79,9 @@ ORCHESTRATION_EVENTS = frozenset({"conversationResponse", "endConversation"})
 
 #: The ending recorded when the socket dropped without a ``close`` frame (dpkit's addition).
 CONNECTION_LOST = "connectionLost"
+#: dpkit's close reasons for a client that sent what the server cannot take.
+PROTOCOL_ERROR = "protocolError"
+FRAME_TOO_LARGE = "frameTooLarge"
 
 
 class ServerPhase(enum.Enum):
@@ -89,6 +108,7 @@ class ServerInput(enum.Enum):
     IGNORED_FRAME = "ignored frame"
     SERVER_FRAME = "server-only frame"
     MALFORMED = "malformed frame"
+    OVERSIZED = "oversized frame"
     # from the server's own work
     PERSONA_ASSIGNED = "persona assigned"
     SESSION_STARTED = "session started"
@@ -109,6 +129,7 @@ FROM_CLIENT = frozenset(
         ServerInput.IGNORED_FRAME,
         ServerInput.SERVER_FRAME,
         ServerInput.MALFORMED,
+        ServerInput.OVERSIZED,
     }
 )
 
@@ -127,7 +148,11 @@ SERVER_TRANSITIONS: dict[tuple[ServerPhase, ServerInput], ServerPhase | None] = 
     **{(phase, i): None for phase in _LIVE for i in (I.CLIENT_EVENT, I.SCENE_REQUEST)},
     **{(phase, I.ORCHESTRATION): None for phase in (P.ACCEPTED, P.CONNECTED)},
     **{(phase, i): None for phase in _LIVE for i in (I.IGNORED_FRAME, I.MALFORMED)},
-    **{(phase, i): P.CLOSED for phase in _LIVE for i in (I.CLIENT_CLOSE, I.END, I.SOCKET_CLOSED)},
+    **{
+        (phase, i): P.CLOSED
+        for phase in _LIVE
+        for i in (I.CLIENT_CLOSE, I.END, I.SOCKET_CLOSED, I.OVERSIZED)
+    },
     # Late happenings after the end are dropped: the I/O layer may race the close.
     **{(P.CLOSED, i): None for i in ServerInput},
 }
@@ -139,16 +164,24 @@ _SERVER_FRAMES = (Established, Accepted, Answer, Connected)
 class ServerSession:
     """One session socket's protocol state on the server."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: SessionLimits | None = None) -> None:
+        self.limits = limits or SessionLimits()
         self.phase = ServerPhase.OPENED
         self.session_id: str | None = None
         self.offer: Offer | None = None
+        self.layout: OfferLayout | None = None
         self.ending: str | None = None
+        #: Protocol violations so far (the session is closed at MAX_VIOLATIONS).
+        self.violations = 0
+        self._log_to_server = False
+        self._client_log_bytes = 0
 
     # --- inputs from the client -------------------------------------------------------------
 
     def receive_text(self, text: str | bytes) -> list[Action]:
         """Handle one text frame from the client."""
+        if frame_too_large(text, self.limits.max_frame_bytes):
+            return self._step(I.OVERSIZED, len(text))
         try:
             frame = parse_frame(text)
         except ProtocolError as exc:
@@ -224,8 +257,24 @@ class ServerSession:
         return result
 
     def _violation(self, message: str) -> list[Action]:
-        logger.warning("session %s: client broke the protocol: %s", self.session_id, message)
-        return [SendFrame(DpkitEvent("protocolError", {"message": message}))]
+        self.violations += 1
+        level = logging.WARNING if self.violations <= LOGGED_VIOLATIONS else logging.DEBUG
+        logger.log(level, "session %s: client broke the protocol: %s", self.session_id, message)
+        report = SendFrame(DpkitEvent("protocolError", {"message": message}))
+        if self.violations >= MAX_VIOLATIONS and self.phase is not P.CLOSED:
+            self.phase = P.CLOSED
+            return [report, *self._close(PROTOCOL_ERROR)]
+        return [report]
+
+    def _unusable(self, error: ProtocolError) -> list[Action]:
+        """An offer or candidate the server cannot use: say why, then close ``protocolError``."""
+        self.violations += 1
+        logger.warning("session %s: closing: %s", self.session_id, error.message)
+        self.phase = P.CLOSED
+        return [
+            SendFrame(DpkitEvent("protocolError", {"message": error.message})),
+            *self._close(PROTOCOL_ERROR),
+        ]
 
     def _close(self, reason: str) -> list[Action]:
         self.ending = reason
@@ -235,6 +284,7 @@ class ServerSession:
 
     def _on_persona_assigned(self, payload: object) -> list[Action]:
         assert isinstance(payload, Established)
+        self._log_to_server = payload.settings.log_to_server
         if payload.resume_session_id is not None:
             self.session_id = payload.resume_session_id
         return [SendFrame(payload)]
@@ -247,6 +297,10 @@ class ServerSession:
                 f"updateOffer for session {payload.session_id}, but this socket resumes "
                 f"{self.session_id}"
             )
+        try:
+            self.layout = check_offer(payload.sdp)
+        except ProtocolError as exc:
+            return self._unusable(exc)
         self.offer = payload
         return [StartSession(payload)]
 
@@ -264,18 +318,66 @@ class ServerSession:
 
     def _on_ice(self, payload: object) -> list[Action]:
         assert isinstance(payload, Ice)
-        return [AddRemoteCandidate(payload)]
+        assert self.layout is not None  # ICE is allowed only once an offer was taken
+        if payload.complete and not payload.candidate:
+            return [AddRemoteCandidate(payload)]
+        try:
+            checked = check_candidate(payload.candidate)
+            mid, index = self.layout.resolve_mid(payload.sdp_mid, payload.sdp_mline_index)
+        except ProtocolError as exc:
+            return self._unusable(exc)
+        located = dataclasses.replace(payload, sdp_mid=mid, sdp_mline_index=index)
+        return [AddRemoteCandidate(located, checked)]
 
     def _on_client_event(self, payload: object) -> list[Action]:
         assert isinstance(payload, WebRtcEvent | DiagnosticsLog)
         if isinstance(payload, DiagnosticsLog):
-            for line in payload.lines:
-                logger.info("session %s: %s log: %s", self.session_id, payload.source, line)
+            self._client_log(payload)
             return []
+        if isinstance(payload, UserText) and len(payload.user_text) > self.limits.max_text_chars:
+            return self._violation(self._too_long("userText", len(payload.user_text)))
         return [ClientEvent(payload)]
+
+    def _client_log(self, log: DiagnosticsLog) -> None:
+        """Client log lines, only if this session asked for them, escaped, within its budget."""
+        if not self._log_to_server:
+            logger.debug("session %s: dropped a client log (logToServer is off)", self.session_id)
+            return
+        budget = self.limits.client_log_max_bytes
+        source = printable(log.source, 40)
+        for line in log.lines[:CLIENT_LOG_LINES_PER_FRAME]:
+            text = printable(line)
+            if self._client_log_bytes + len(text) > budget:
+                if self._client_log_bytes <= budget:
+                    logger.warning(
+                        "session %s: client log over %d bytes (client_log_max_bytes); dropping "
+                        "the rest",
+                        self.session_id,
+                        budget,
+                    )
+                    self._client_log_bytes = budget + 1
+                return
+            self._client_log_bytes += len(text)
+            logger.info("session %s: %s log: %s", self.session_id, source, text)
+
+    def _too_long(self, what: str, length: int) -> str:
+        limit = self.limits.max_text_chars
+        return f"{what}: text is {length} characters, over the limit of {limit} (max_text_chars)"
 
     def _on_scene_request(self, payload: object) -> list[Action]:
         assert isinstance(payload, SceneRequest)
+        if payload.name in TEXT_REQUESTS and "text" in payload.body:
+            text = payload.body["text"]
+            problem = None
+            if not isinstance(text, str):
+                problem = f"{payload.name}: field 'text' must be a string"
+            elif len(text) > self.limits.max_text_chars:
+                problem = self._too_long(payload.name, len(text))
+            if problem is not None:
+                self.violations += 1
+                logger.info("session %s: refused %s", self.session_id, problem)
+                refusal = SceneResponse(payload.name, payload.transaction, 1, {"error": problem})
+                return [SendFrame(refusal)]
         return [AnswerSceneRequest(payload)]
 
     def _on_orchestration(self, payload: object) -> list[Action]:
@@ -303,3 +405,12 @@ class ServerSession:
     def _on_malformed(self, payload: object) -> list[Action]:
         assert isinstance(payload, ProtocolError)
         return self._violation(payload.message)
+
+    def _on_oversized(self, payload: object) -> list[Action]:
+        logger.warning(
+            "session %s: closing: a frame of %s characters is over %d bytes (max_frame_bytes)",
+            self.session_id,
+            payload,
+            self.limits.max_frame_bytes,
+        )
+        return self._close(FRAME_TOO_LARGE)

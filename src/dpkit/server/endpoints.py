@@ -139,7 +139,12 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
     key_id = str(claims.get("sub", ""))
     record = state.keys.get(key_id)
     resume = claims.get("resume")
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=1 << 20)
+    settings = state.settings
+    # aiohttp drops a frame past its bound with no close frame; below it the session machine
+    # refuses one over max_frame_bytes with close {frameTooLarge}, which the client can read.
+    ws = web.WebSocketResponse(
+        heartbeat=settings.socket_heartbeat_s, max_msg_size=4 * settings.max_frame_bytes
+    )
     await ws.prepare(request)
     session = SignallingSession(
         state,

@@ -13,15 +13,20 @@ import logging
 from collections import deque
 
 import av
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCIceCandidate,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.sdp import candidate_from_sdp
 
 from dpkit.errors import ProtocolError
 from dpkit.media.levels import audio_frame_to_mono, rms_dbfs
 from dpkit.media.persona_audio import PersonaAudioTrack
 from dpkit.media.persona_video import PersonaVideoTrack
-from dpkit.protocol.messages import Ice
+from dpkit.protocol.actions import AddRemoteCandidate
 from dpkit.rtc import ice_addresses
 from dpkit.server.pool import DigitalPerson
 from dpkit.server.speech import PersonaSpeaker
@@ -70,37 +75,53 @@ class PersonaPeer:
         return state
 
     async def answer(self, offer_sdp: str) -> str:
-        """Apply the client's offer and return the answer SDP (with its candidates)."""
+        """Apply the client's offer and return the answer SDP (with its candidates).
+
+        The offer has passed :func:`dpkit.protocol.sdp.check_offer`; whatever aiortc still
+        refuses is turned into a :class:`ProtocolError` here, at the third-party boundary.
+        """
         try:
             with ice_addresses(self._addresses):
                 await self._pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
                 self._pc.addTrack(self.audio)
                 self._pc.addTrack(self.video)
                 await self._pc.setLocalDescription(await self._pc.createAnswer())
-        except (ValueError, KeyError, IndexError) as exc:
-            raise ProtocolError(f"offer: the SDP is not usable: {exc}") from exc
+        except Exception as exc:
+            raise ProtocolError(
+                f"offer: the SDP is not usable: {type(exc).__name__}: {exc}"
+            ) from exc
         description = self._pc.localDescription
         assert description is not None
         return str(description.sdp)
 
-    async def add_candidate(self, ice: Ice) -> None:
-        """Add a trickled candidate; the end of candidates needs nothing from aiortc."""
-        if ice.complete or not ice.candidate:
+    async def add_candidate(self, action: AddRemoteCandidate) -> None:
+        """Add a trickled, checked candidate; the end of candidates needs nothing from aiortc."""
+        checked = action.checked
+        if checked is None:
             return
-        text = ice.candidate.removeprefix("candidate:")
-        try:
-            candidate = candidate_from_sdp(text)
-        except (ValueError, IndexError) as exc:
-            raise ProtocolError(f"ice: candidate is not valid: {ice.candidate!r}") from exc
-        if candidate.ip.endswith(".local") and self._loopback_only:
+        if checked.is_mdns and self._loopback_only:
             # An mDNS name is never a loopback address, and resolving it would multicast
             # beyond this machine: a server kept on loopback has no use for it.
-            logger.debug("ignored mDNS candidate %s on a loopback-only server", candidate.ip)
+            logger.debug("ignored mDNS candidate %s on a loopback-only server", checked.address)
             return
-        candidate.sdpMid = ice.sdp_mid
-        candidate.sdpMLineIndex = ice.sdp_mline_index
-        with ice_addresses(self._addresses):
-            await self._pc.addIceCandidate(candidate)
+        candidate = RTCIceCandidate(
+            component=checked.component,
+            foundation=checked.foundation,
+            ip=checked.address,
+            port=checked.port,
+            priority=checked.priority,
+            protocol=checked.transport,
+            type=checked.type,
+            sdpMid=action.ice.sdp_mid,
+            sdpMLineIndex=action.ice.sdp_mline_index,
+        )
+        try:
+            with ice_addresses(self._addresses):
+                await self._pc.addIceCandidate(candidate)
+        except Exception as exc:
+            raise ProtocolError(
+                f"ice: the candidate is not usable: {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def wait_transport(self) -> bool:
         """Wait until ICE and DTLS are connected (True) or have failed (False)."""

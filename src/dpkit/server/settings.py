@@ -15,9 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dpkit.errors import ConfigurationError
-from dpkit.rtc import loopback_for, validate_addresses
+from dpkit.rtc import loopback_for, validate_addresses, validate_networks
+
+#: A frame limit below this could refuse a browser's offer (Chromium 156: 14 KiB for 4 sections).
+MIN_FRAME_BYTES = 24 * 1024
 
 
 def default_data_dir() -> Path:
@@ -85,9 +89,10 @@ class Settings:
     ice_servers: tuple[str, ...] = ()
     #: How long a token from the token endpoint is valid, in seconds.
     token_ttl_s: float = 300.0
-    #: How long the server waits for the client's offer, and for ICE to connect, in seconds.
-    offer_timeout_s: float = 30.0
-    connect_timeout_s: float = 30.0
+    #: How long the server waits for the client's offer, and for ICE to connect, in seconds. A
+    #: socket that never offers holds a Digital Person until the first runs out, so it is short.
+    offer_timeout_s: float = 10.0
+    connect_timeout_s: float = 20.0
     #: ``established.settings.microphoneMuteDelay`` (-1: the client never mutes its microphone).
     microphone_mute_delay_ms: int = -1
     log_to_server: bool = False
@@ -96,7 +101,7 @@ class Settings:
     persona: PersonaSettings = field(default_factory=PersonaSettings)
     #: URLs that receive every feed event as a signed POST (see server.webhooks).
     webhook_urls: tuple[str, ...] = ()
-    #: The HMAC key for webhook signatures; empty: the admin token.
+    #: The HMAC key for webhook signatures; empty: the one generated in keys.json.
     webhook_secret: str = ""
     #: The admin API's token; empty: the one generated in keys.json.
     admin_token: str = ""
@@ -104,6 +109,45 @@ class Settings:
     serve_page: bool = True
     #: Where the Web SDK's bundle is; empty: found under ``node_modules/`` (see server.page).
     web_sdk_dir: Path | None = None
+
+    # --- on a real network (docs/deployment.md, docs/security.md) ---
+    #: A PEM certificate chain and its private key: serve https and wss (both or neither).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Addresses or networks of reverse proxies whose X-Forwarded-Proto/Host/For are believed.
+    trusted_proxies: tuple[str, ...] = ()
+
+    # --- limits: each refusal names the limit in its error or close reason ---
+    #: The largest frame the session socket takes (bytes).
+    max_frame_bytes: int = 32 * 1024
+    #: The longest text of startSpeaking, conversationSend and userText (characters).
+    max_text_chars: int = 1000
+    #: The longest utterance the voice renders (seconds of speech); the rest is not spoken.
+    max_utterance_s: float = 60.0
+    #: Session sockets open at once with one API key, and from one client address.
+    max_sockets_per_key: int = 64
+    max_sockets_per_address: int = 8
+    #: New session sockets and token requests per second from one client address (a burst of
+    #: ``rate_burst`` is allowed).
+    rate_per_address: float = 10.0
+    rate_burst: int = 30
+    #: Open HTTP connections in all, and from one address; beyond either: 503 and close.
+    max_connections: int = 1000
+    max_connections_per_address: int = 64
+    #: How long a new connection may take to send its request headers, and how long an idle
+    #: keep-alive connection stays open (seconds).
+    http_header_timeout_s: float = 10.0
+    http_keepalive_timeout_s: float = 15.0
+    #: The session socket is pinged this often when quiet; no pong within half of it: the client
+    #: is gone (seconds).
+    socket_heartbeat_s: float = 3.0
+    #: Client log bytes (``diagnostics/log``, only with log_to_server) one session may write.
+    client_log_max_bytes: int = 64 * 1024
+    #: The largest asset bundle manifest and the largest file in a bundle (bytes).
+    max_manifest_bytes: int = 1024 * 1024
+    max_asset_bytes: int = 256 * 1024 * 1024
+    #: Ended sessions are kept in the journal this long, then pruned (days).
+    journal_retention_days: float = 30.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -114,6 +158,14 @@ class Settings:
             validate_addresses(self.ice_addresses)
         except ValueError as exc:
             raise ConfigurationError(f"ice_addresses: {exc}") from None
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigurationError("tls_cert and tls_key go together: give both or neither")
+        try:
+            validate_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigurationError(f"trusted_proxies: {exc}") from None
+        if self.public_url and urlsplit(self.public_url).scheme not in ("http", "https"):
+            raise ConfigurationError(f"public_url must be an http(s) URL, got {self.public_url!r}")
         if self.queue_max_length < 0:
             raise ConfigurationError(
                 f"queue_max_length must not be negative, got {self.queue_max_length}"
@@ -124,9 +176,40 @@ class Settings:
             "connect_timeout_s",
             "queue_max_wait_s",
             "resume_window_s",
+            "max_utterance_s",
+            "rate_per_address",
+            "http_header_timeout_s",
+            "http_keepalive_timeout_s",
+            "socket_heartbeat_s",
+            "journal_retention_days",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive")
+        for name in (
+            "max_frame_bytes",
+            "max_text_chars",
+            "max_sockets_per_key",
+            "max_sockets_per_address",
+            "rate_burst",
+            "max_connections",
+            "max_connections_per_address",
+            "max_manifest_bytes",
+            "max_asset_bytes",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.client_log_max_bytes < 0:
+            raise ConfigurationError("client_log_max_bytes must not be negative")
+        if self.max_frame_bytes < MIN_FRAME_BYTES:
+            raise ConfigurationError(
+                f"max_frame_bytes must be at least {MIN_FRAME_BYTES} (a browser's offer fits), "
+                f"got {self.max_frame_bytes}"
+            )
+
+    @property
+    def tls(self) -> bool:
+        """Whether this server serves https and wss itself."""
+        return self.tls_cert is not None
 
     @property
     def effective_ice_addresses(self) -> tuple[str, ...] | None:

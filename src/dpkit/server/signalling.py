@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from dpkit.errors import ProtocolError
 from dpkit.media.voice import EspeakVoice, VoiceError
@@ -31,6 +31,7 @@ from dpkit.protocol.actions import (
     SendFrame,
     StartSession,
 )
+from dpkit.protocol.limits import SessionLimits
 from dpkit.protocol.messages import (
     Accepted,
     DpkitEvent,
@@ -45,7 +46,13 @@ from dpkit.protocol.messages import (
     VideoStarted,
     serialize_frame,
 )
-from dpkit.protocol.server import CONNECTION_LOST, ServerPhase, ServerSession
+from dpkit.protocol.server import (
+    CONNECTION_LOST,
+    FRAME_TOO_LARGE,
+    PROTOCOL_ERROR,
+    ServerPhase,
+    ServerSession,
+)
 from dpkit.server.assets import BUILTIN_BUNDLE, AssetError, AssetProgress, Bundle
 from dpkit.server.conversation import Corpus
 from dpkit.server.idle import IdleTimer
@@ -128,9 +135,19 @@ class SignallingSession:
         self._resume = resume
         self._state = state
         self._ws = ws
-        self._machine = ServerSession()
+        settings = state.settings
+        self._machine = ServerSession(
+            SessionLimits(
+                max_frame_bytes=settings.max_frame_bytes,
+                max_text_chars=settings.max_text_chars,
+                client_log_max_bytes=settings.client_log_max_bytes,
+            )
+        )
         self._person: DigitalPerson | None = None
         self._peer: PersonaPeer | None = None
+        #: Candidates that arrived before the offer was answered, added right after it.
+        self._early_candidates: list[AddRemoteCandidate] = []
+        self._answered = False
         self._closing_peer: asyncio.Task[None] | None = None
         self._camera_on: bool | None = None
         self._talk: PersonaTalk | None = None
@@ -200,9 +217,39 @@ class SignallingSession:
     async def _read(self) -> None:
         async for message in self._ws:
             if message.type is WSMsgType.TEXT or message.type is WSMsgType.BINARY:
-                await self._execute(self._machine.receive_text(message.data))
+                await self._guarded(self._machine.receive_text(message.data))
             if self._machine.phase is ServerPhase.CLOSED:
                 break
+        if self._ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
+            # Past aiohttp's own bound the socket is gone before a close frame can be sent.
+            logger.warning(
+                "socket %s: a frame far over %d bytes (max_frame_bytes); socket closed",
+                self.info.socket_id,
+                self._state.settings.max_frame_bytes,
+            )
+            await self._execute(self._machine.end(FRAME_TOO_LARGE))
+
+    async def _guarded(self, actions: list[Action]) -> None:
+        """Carry out what one client frame asked for; whatever goes wrong, close with a reason.
+
+        The checks in the protocol core stop the input known to break the WebRTC stack; this is
+        the last line for what they do not know yet: one WARNING line, a close the client can
+        read, and the session's resources released, never a dead reader and a traceback.
+        """
+        try:
+            await self._execute(actions)
+        except ProtocolError as exc:
+            await self._notify_protocol_error(exc)
+            await self.end(PROTOCOL_ERROR)
+        except Exception as exc:
+            logger.warning(
+                "session %s: closing, a client frame could not be handled: %s: %s",
+                self.session_id or self.info.socket_id,
+                type(exc).__name__,
+                exc,
+            )
+            logger.debug("the frame's failure", exc_info=exc)
+            await self.end(PROTOCOL_ERROR)
 
     async def _resumed_person(self, session_id: str) -> DigitalPerson | None:
         """The Digital Person of the detached session to resume, or None (noSessionToResume)."""
@@ -276,18 +323,18 @@ class SignallingSession:
 
     async def _carry_out(self, action: Action) -> None:
         if isinstance(action, SendFrame):
-            if not self._ws.closed:
-                await self._ws.send_str(serialize_frame(action.frame))
+            await self._send(action)
         elif isinstance(action, CloseSocket):
             await self._ws.close()
         elif isinstance(action, StartSession):
-            await self._start(action)
+            # Its own task: the reader goes on, so a client that leaves while the assets load
+            # is seen at once and the load is cancelled with the session.
+            self._tasks.spawn(self._start_guarded(action), "start")
         elif isinstance(action, AddRemoteCandidate):
-            if self._peer is not None:
-                try:
-                    await self._peer.add_candidate(action.ice)
-                except ProtocolError as exc:
-                    await self._notify_protocol_error(exc)
+            if not self._answered:
+                self._early_candidates.append(action)
+            elif self._peer is not None:
+                await self._peer.add_candidate(action)
         elif isinstance(action, AnswerSceneRequest):
             await self._answer_scene_request(action)
         elif isinstance(action, ClientEvent):
@@ -296,6 +343,31 @@ class SignallingSession:
             await self._on_orchestration(action.event)
         elif isinstance(action, ReleaseSession):
             await self._release(action.reason)
+
+    async def _send(self, action: SendFrame) -> None:
+        if self._ws.closed:
+            return
+        try:
+            await self._ws.send_str(serialize_frame(action.frame))
+        except ConnectionError:
+            # The client went away mid-send; the reader sees the end and releases the session.
+            logger.debug("socket %s: could not send %r", self.info.socket_id, action.frame)
+
+    async def _start_guarded(self, action: StartSession) -> None:
+        try:
+            await self._start(action)
+        except ProtocolError as exc:
+            await self._notify_protocol_error(exc)
+            await self.end(PROTOCOL_ERROR)
+        except Exception as exc:
+            logger.warning(
+                "socket %s: closing, the offer could not be answered: %s: %s",
+                self.info.socket_id,
+                type(exc).__name__,
+                exc,
+            )
+            logger.debug("the offer's failure", exc_info=exc)
+            await self.end(PROTOCOL_ERROR)
 
     async def _start(self, action: StartSession) -> None:
         """Load the persona's assets and answer the offer; then watch the transport."""
@@ -325,12 +397,11 @@ class SignallingSession:
             speaker=self._talk.speaker,
         )
         self._peer = peer
-        try:
-            answer_sdp = await peer.answer(action.offer.sdp)
-        except ProtocolError as exc:
-            await self._notify_protocol_error(exc)
-            await self.end("mediaStreamFailed")
-            return
+        answer_sdp = await peer.answer(action.offer.sdp)
+        self._answered = True
+        early, self._early_candidates = self._early_candidates, []
+        for candidate in early:
+            await peer.add_candidate(candidate)
         # A resumed session keeps its id (the machine took it from established).
         session_id = self._machine.session_id or self._new_session_id()
         self.info.session_id = session_id
@@ -361,6 +432,7 @@ class SignallingSession:
             str(voice_settings.get("voice", "en-us")),
             int(voice_settings.get("rate_wpm", 165)),
             int(voice_settings.get("pitch", 50)),
+            max_duration_s=self._state.settings.max_utterance_s,
         )
         return PersonaTalk(
             Corpus.from_json(bundle.json("corpus.json")),

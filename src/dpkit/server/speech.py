@@ -24,6 +24,14 @@ IDLE = "idle"
 
 SpeechListener = Callable[[str, str], None]
 
+#: Utterances one persona may have waiting (being synthesised or queued) before it says no:
+#: each may be a minute of audio, so a client asking faster than it listens is bounded.
+MAX_WAITING_UTTERANCES = 8
+
+
+class SpeechBacklogFull(Exception):
+    """The persona has too much still to say; the message says how much."""
+
 
 class PersonaSpeaker:
     """Queues utterances and plays them, one after another, as the audio track pulls samples."""
@@ -36,6 +44,7 @@ class PersonaSpeaker:
         self._current: Utterance | None = None
         self._envelope: npt.NDArray[np.float32] = np.zeros(0, dtype=np.float32)
         self._position = 0
+        self._synthesising = 0
         self.spoken: list[str] = []
 
     @property
@@ -43,8 +52,20 @@ class PersonaSpeaker:
         return self._current is not None
 
     async def say(self, text: str) -> None:
-        """Synthesise ``text`` and queue it; it plays as soon as what is before it has."""
-        utterance = await self._voice.speak(text)
+        """Synthesise ``text`` and queue it; it plays as soon as what is before it has.
+
+        Raises :class:`SpeechBacklogFull` when :data:`MAX_WAITING_UTTERANCES` are waiting.
+        """
+        waiting = self._synthesising + len(self._queue)
+        if waiting >= MAX_WAITING_UTTERANCES:
+            raise SpeechBacklogFull(
+                f"the persona has {waiting} utterances still to say; try again when it is done"
+            )
+        self._synthesising += 1
+        try:
+            utterance = await self._voice.speak(text)
+        finally:
+            self._synthesising -= 1
         if len(utterance.samples):
             self._queue.append(utterance)
 

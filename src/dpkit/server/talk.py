@@ -17,7 +17,7 @@ from typing import Any
 from dpkit.media.voice import EspeakVoice
 from dpkit.protocol.messages import Frame, SceneEvent, SceneRequest, SceneResponse
 from dpkit.server.conversation import Answer, Corpus
-from dpkit.server.speech import IDLE, PersonaSpeaker
+from dpkit.server.speech import IDLE, PersonaSpeaker, SpeechBacklogFull
 from dpkit.tasks import TaskOwner
 
 logger = logging.getLogger("dpkit.server.talk")
@@ -55,6 +55,13 @@ class PersonaTalk:
 
     async def handle(self, request: SceneRequest) -> SceneResponse | None:
         """The response to a request this persona handles, or None for one it does not."""
+        try:
+            return await self._handle(request)
+        except SpeechBacklogFull as exc:
+            logger.info("session %s: %s refused: %s", self.session_id, request.name, exc)
+            return SceneResponse(request.name, request.transaction, 1, {"error": str(exc)})
+
+    async def _handle(self, request: SceneRequest) -> SceneResponse | None:
         body = request.body
         if request.name == "conversationSend":
             optional = (
@@ -112,7 +119,10 @@ class PersonaTalk:
             logger.info("session %s: no videoStarted in %.0f s, greeting", self.session_id, wait_s)
         if not self._greeted:
             self._greeted = True
-            await self._reply("", self._corpus.answer("", {"kind": "init"}))
+            try:
+                await self._reply("", self._corpus.answer("", {"kind": "init"}))
+            except SpeechBacklogFull as exc:
+                logger.info("session %s: no greeting: %s", self.session_id, exc)
 
     # --- state ------------------------------------------------------------------------------
 
