@@ -243,14 +243,19 @@ async def serve_page_elsewhere(sdk_dir: Path) -> AsyncGenerator[str, None]:
 async def test_page_on_another_origin_connects_with_an_api_key(
     server: DpkitServer, browser: Browser
 ) -> None:
-    """A page served from another port connects with the API key (CORS on the token request)."""
+    """A page on another origin connects with a key that allows its origin, not with the page's."""
     sdk_dir = find_web_sdk(server.settings)
     assert sdk_dir is not None, "the Web SDK is not installed: run scripts/setup"
     elsewhere = serve_page_elsewhere(sdk_dir)
     origin = await anext(elsewhere)
     try:
         assert origin != server.url
-        page = await open_page(browser, origin, apiKey=server.api_key(), **NO_DEVICES)
+        refused = await open_page(browser, origin, apiKey=server.api_key(), **NO_DEVICES)
+        seen = await connect(refused)
+        assert seen["error"]["name"] == "serverConnectionFailed"
+        assert server.state.refusals["origin"] == 1
+        server.state.keys.add("kiosk", origins=(origin,))
+        page = await open_page(browser, origin, apiKey=server.api_key("kiosk"), **NO_DEVICES)
         seen = await connect(page)
         assert seen["error"] is None
         assert progress(seen["states"]) == CONNECT_STATES
@@ -318,7 +323,7 @@ async def test_browser_resumes_its_session_across_a_page_load(
     server: DpkitServer, browser: Browser
 ) -> None:
     """With a persistent key, reloading the page and connecting again resumes the same session."""
-    server.state.keys.add("persistent", persistence=True)
+    server.state.keys.add("persistent", persistence=True, origins=("self",))
     key = server.api_key("persistent")
     page = await open_page(browser, server.url, apiKey=key, **NO_DEVICES)
     first = await connect(page)

@@ -204,7 +204,8 @@ async def test_a_misbehaving_client_does_not_stop_other_sessions(server: DpkitSe
 async def test_token_endpoint_answers_cors_preflight_for_the_key_header(
     server: DpkitServer,
 ) -> None:
-    """A page on another origin may send the key header: the preflight allows it."""
+    """A page on another origin may send the key header; a key allowing its origin works."""
+    server.state.keys.add("kiosk", origins=("http://example.test:9000",))
     async with aiohttp.ClientSession() as http:
         async with http.options(
             server.url + "/api/token",
@@ -219,7 +220,7 @@ async def test_token_endpoint_answers_cors_preflight_for_the_key_header(
             assert "key" in reply.headers["Access-Control-Allow-Headers"]
         async with http.get(
             server.url + "/api/token",
-            headers={"key": server.api_key(), "Origin": "http://example.test:9000"},
+            headers={"key": server.api_key("kiosk"), "Origin": "http://example.test:9000"},
         ) as reply:
             assert reply.headers["Access-Control-Allow-Origin"] == "http://example.test:9000"
             data = await reply.json()

@@ -1,9 +1,9 @@
 """The admin API: sessions, a live feed of their state changes, closing one, and metrics.
 
-Everything but ``/metrics`` needs the admin token, as ``Authorization: Bearer <token>`` or, for
-an ``EventSource`` that cannot set headers, ``?token=<token>``. The token is generated on first
-start and kept in ``keys.json`` (``dpkit serve`` prints it); the ``admin_token`` setting
-overrides it.
+Everything but ``/metrics`` needs the admin token, as ``Authorization: Bearer <token>``; the
+event stream, which an ``EventSource`` opens without headers, also takes ``?token=<token>``
+(redacted from the access log). The token is generated on first start and kept in ``keys.json``;
+the ``admin_token`` setting overrides it.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import re
 from dataclasses import asdict
 
 from aiohttp import web
@@ -20,21 +21,24 @@ from dpkit.server.state import STATE, ServerState
 
 #: How often the event stream sends a comment so proxies keep it open (seconds).
 HEARTBEAT_S = 15.0
+#: A close reason an operator may give: it goes to the client in ``close {reason}``.
+REASON = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 
 
 def admin_token(state: ServerState) -> str:
     return state.settings.admin_token or state.keys.admin_token
 
 
-def _authorized(request: web.Request) -> bool:
+def _authorized(request: web.Request, *, query_token: bool) -> bool:
     state = request.app[STATE]
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    given = given or request.query.get("token", "")
+    if not given and query_token:
+        given = request.query.get("token", "")
     return hmac.compare_digest(given.encode(), admin_token(state).encode())
 
 
-def _require_admin(request: web.Request) -> None:
-    if not _authorized(request):
+def _require_admin(request: web.Request, *, query_token: bool = False) -> None:
+    if not _authorized(request, query_token=query_token):
         raise web.HTTPUnauthorized(
             text=json.dumps({"error": "the admin API needs the admin token"}),
             content_type="application/json",
@@ -84,13 +88,17 @@ async def close_session(request: web.Request) -> web.Response:
             body = await request.json()
             if isinstance(body, dict) and isinstance(body.get("reason"), str):
                 reason = body["reason"]
+    if not REASON.fullmatch(reason):
+        return web.json_response(
+            {"error": "reason must be a word of letters, digits, _ or - (at most 64)"}, status=400
+        )
     await session.end(reason)
     return web.json_response({"sessionId": session.session_id, "reason": reason})
 
 
 async def events(request: web.Request) -> web.StreamResponse:
     """``GET /api/events``: every session's state changes as Server-Sent Events."""
-    _require_admin(request)
+    _require_admin(request, query_token=True)
     state = request.app[STATE]
     response = web.StreamResponse(
         headers={
@@ -114,6 +122,9 @@ async def events(request: web.Request) -> web.StreamResponse:
             await response.write(
                 f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
             )
+    except ConnectionError:
+        # The reader left; that is how an event stream ends.
+        return response
     finally:
         await feed.aclose()
 

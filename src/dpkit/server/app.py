@@ -30,6 +30,7 @@ from dpkit.server.metrics import SessionMetrics
 from dpkit.server.page import add_page_routes, find_web_sdk
 from dpkit.server.persistence import DetachedSessions
 from dpkit.server.pool import DigitalPersonPool
+from dpkit.server.quotas import ConcurrencyQuota, RateLimiter
 from dpkit.server.settings import Settings
 from dpkit.server.state import STATE, ServerState
 from dpkit.server.tokens import TokenSigner
@@ -64,11 +65,19 @@ def build_state(settings: Settings) -> ServerState:
         webhooks=Webhooks(
             feed,
             settings.webhook_urls,
-            settings.webhook_secret or settings.admin_token or keys.admin_token,
+            settings.webhook_secret or keys.webhook_secret,
         ),
-        assets=AssetCache(settings.data_dir / "assets"),
+        assets=AssetCache(
+            settings.data_dir / "assets",
+            max_manifest_bytes=settings.max_manifest_bytes,
+            max_asset_bytes=settings.max_asset_bytes,
+        ),
         detached=DetachedSessions(pool, settings.resume_window_s),
         web_sdk_dir=find_web_sdk(settings) if settings.serve_page else None,
+        sockets_per_key=ConcurrencyQuota(settings.max_sockets_per_key),
+        sockets_per_address=ConcurrencyQuota(settings.max_sockets_per_address),
+        token_rate=RateLimiter(settings.rate_per_address, settings.rate_burst),
+        socket_rate=RateLimiter(settings.rate_per_address, settings.rate_burst),
     )
 
 

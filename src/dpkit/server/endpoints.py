@@ -3,6 +3,12 @@
 Paths the SDK fixes (``/api/telemetry/...``) are kept; the others are dpkit's choice and are
 reached through the API key's ``authServer`` and the token answer's ``url``. The SDK never checks
 HTTP status codes, so every error is still JSON with an ``error`` field and no ``url``/``jwt``.
+
+What guards them (docs/security.md): a token is handed out only to a browser whose ``Origin``
+the key allows, and at most ``rate_per_address`` times a second to one address; a session
+socket needs a token that is not in use by another socket and not spent (its session connected),
+and is refused past ``max_sockets_per_key`` or ``max_sockets_per_address`` with ``close
+{tooManySockets}``.
 """
 
 from __future__ import annotations
@@ -15,8 +21,11 @@ from aiohttp import web
 
 from dpkit.apikey import decode_api_key
 from dpkit.errors import ConfigurationError
+from dpkit.server.forwarded import ClientView, client_view
+from dpkit.server.origins import origin_allowed
 from dpkit.server.signalling import SignallingSession
 from dpkit.server.state import STATE, ServerState
+from dpkit.server.token_use import TokenRefused
 from dpkit.server.tokens import InvalidToken
 
 logger = logging.getLogger("dpkit.server")
@@ -25,28 +34,39 @@ TOKEN_PATH = "/api/token"
 SESSION_PATH = "/session"
 TELEMETRY_JWT_PATH = "/api/telemetry/jwt"
 TELEMETRY_TRACES_PATH = "/api/telemetry/v1/traces"
+#: Paths a page on another origin may call (the CORS preflight is answered for these only).
+CROSS_ORIGIN_PATHS = frozenset({TOKEN_PATH, TELEMETRY_JWT_PATH, TELEMETRY_TRACES_PATH})
+#: dpkit's close reason for a socket over a per-key or per-address limit.
+TOO_MANY_SOCKETS = "tooManySockets"
+#: The largest telemetry batch taken (bytes); the SDK's batches are a few KiB.
+MAX_TELEMETRY_BYTES = 256 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
 
 
 def _cors_headers(request: web.Request) -> dict[str, str]:
-    return {
-        "Access-Control-Allow-Origin": request.headers.get("Origin", "*"),
+    origin = request.headers.get("Origin")
+    headers = {
         "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
         "Access-Control-Allow-Headers": "key, authorization, content-type",
         "Access-Control-Max-Age": "600",
         "Vary": "Origin",
     }
+    if origin is not None:
+        # Which origin may use which key is the token endpoint's decision; the browser may read
+        # its answer (a token, or why not) from any origin.
+        headers["Access-Control-Allow-Origin"] = origin
+    return headers
 
 
 @web.middleware
 async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Let pages on other origins call the API (the token request carries a ``key`` header)."""
-    if not request.path.startswith("/api/"):
+    """Let pages on other origins call the token and telemetry endpoints, and nothing else."""
+    if request.path not in CROSS_ORIGIN_PATHS:
         return await handler(request)
     if request.method == "OPTIONS":
         return web.Response(status=204, headers=_cors_headers(request))
@@ -61,18 +81,38 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
-def socket_url(request: web.Request, state: ServerState) -> str:
-    """The session socket's URL as this client reaches the server."""
-    base = state.settings.public_url.rstrip("/") or f"{request.scheme}://{request.host}"
-    return base.replace("https://", "wss://").replace("http://", "ws://") + SESSION_PATH
+def socket_url(view: ClientView, state: ServerState) -> str:
+    """The session socket's URL as this client reaches the server (``public_url`` first)."""
+    base = state.settings.public_url.rstrip("/") or view.origin
+    return base.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + SESSION_PATH
+
+
+def _rate_limited(state: ServerState, limiter_name: str, view: ClientView) -> web.Response | None:
+    """A 429 answer if this address asks faster than ``rate_per_address``, else None."""
+    limiter = state.token_rate if limiter_name == "token" else state.socket_rate
+    if limiter.allow(view.address, time.monotonic()):
+        return None
+    state.refusals[f"rate_{limiter_name}"] += 1
+    logger.debug("%s from %s: over rate_per_address", limiter_name, view.address)
+    message = (
+        f"too many {limiter_name} requests from {view.address}: at most "
+        f"{state.settings.rate_per_address:g} a second (rate_per_address)"
+    )
+    return _error(429, message, {"Retry-After": "1"})
 
 
 async def token(request: web.Request) -> web.Response:
     """``GET /api/token`` with header ``key``: a session token and the socket URL."""
     state = request.app[STATE]
+    view = client_view(request, state.settings)
+    limited = _rate_limited(state, "token", view)
+    if limited is not None:
+        return limited
     raw_key = request.headers.get("key")
     if not raw_key:
         return _error(401, "missing 'key' header: send the API key in it")
+    if len(raw_key) > 4096:
+        return _error(401, "invalid API key: it is longer than any key this server issues")
     try:
         api_key = decode_api_key(raw_key)
     except ConfigurationError as exc:
@@ -80,6 +120,15 @@ async def token(request: web.Request) -> web.Response:
     record = state.keys.check(api_key.key_id, api_key.secret)
     if record is None:
         return _error(401, "invalid API key: this server does not know it")
+    origin = request.headers.get("Origin")
+    if not origin_allowed(origin, record.origins, view.origin):
+        state.refusals["origin"] += 1
+        logger.info("token for key %s refused to origin %.100r", record.key_id, origin)
+        return _error(
+            403,
+            f"origin {str(origin)[:100]!r} may not use this API key; its allowed origins: "
+            f"{', '.join(record.origins) or 'none (no browser)'}",
+        )
     claims: dict[str, str] = {"sub": record.key_id}
     resume = request.query.get("sessionId")
     if resume:
@@ -88,7 +137,7 @@ async def token(request: web.Request) -> web.Response:
     jwt = state.signer.issue(
         claims, typ="session", now=time.time(), ttl_s=state.settings.token_ttl_s
     )
-    return web.json_response({"url": socket_url(request, state), "jwt": jwt})
+    return web.json_response({"url": socket_url(view, state), "jwt": jwt})
 
 
 def _bearer(request: web.Request) -> str:
@@ -103,6 +152,7 @@ async def telemetry_jwt(request: web.Request) -> web.Response:
         claims = state.signer.verify(_bearer(request), typ="session", now=time.time())
     except InvalidToken:
         return web.json_response({"success": False})
+    state.telemetry_tokens += 1
     telemetry = state.signer.issue(
         {"sub": claims.get("sub")}, typ="telemetry", now=time.time(), ttl_s=3600
     )
@@ -116,7 +166,11 @@ async def telemetry_traces(request: web.Request) -> web.Response:
         state.signer.verify(_bearer(request), typ="telemetry", now=time.time())
     except InvalidToken as exc:
         return _error(401, str(exc))
-    body = await request.read()
+    if (request.content_length or 0) > MAX_TELEMETRY_BYTES:
+        return _error(413, f"a telemetry batch is at most {MAX_TELEMETRY_BYTES} bytes")
+    body = await request.content.read(MAX_TELEMETRY_BYTES + 1)
+    if len(body) > MAX_TELEMETRY_BYTES:
+        return _error(413, f"a telemetry batch is at most {MAX_TELEMETRY_BYTES} bytes")
     state.telemetry_batches += 1
     logger.debug("telemetry: %d bytes of traces", len(body))
     return web.json_response({})
@@ -127,19 +181,46 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     if state.closing:
         return _error(503, "the server is shutting down")
+    view = client_view(request, state.settings)
+    limited = _rate_limited(state, "socket", view)
+    if limited is not None:
+        return limited
+    now = time.time()
     try:
-        claims = state.signer.verify(
-            request.query.get("access_token", ""), typ="session", now=time.time()
-        )
+        claims = state.signer.verify(request.query.get("access_token", ""), typ="session", now=now)
     except InvalidToken as exc:
         return _error(401, f"invalid access token: {exc}")
     node = request.match_info.get("node")
     if node is not None and node != state.settings.node_id:
         return _error(404, f"this is node {state.settings.node_id!r}, not {node!r}")
+    token_id = str(claims.get("jti", ""))
+    try:
+        state.tokens_in_use.open(token_id, float(claims["exp"]), now)
+    except TokenRefused as exc:
+        state.refusals["token_reuse"] += 1
+        logger.info("socket from %s refused: %s", view.address, exc)
+        return _error(401, f"invalid access token: {exc}")
     key_id = str(claims.get("sub", ""))
+    session: SignallingSession | None = None
+    try:
+        session = await _serve_socket(request, state, view, key_id, claims, node)
+        return session.ws
+    finally:
+        connected = session is not None and session.info.connected_at is not None
+        state.tokens_in_use.close(token_id, spent=connected)
+
+
+async def _serve_socket(
+    request: web.Request,
+    state: ServerState,
+    view: ClientView,
+    key_id: str,
+    claims: dict[str, object],
+    node: str | None,
+) -> SignallingSession:
+    settings = state.settings
     record = state.keys.get(key_id)
     resume = claims.get("resume")
-    settings = state.settings
     # aiohttp drops a frame past its bound with no close frame; below it the session machine
     # refuses one over max_frame_bytes with close {frameTooLarge}, which the client can read.
     ws = web.WebSocketResponse(
@@ -153,13 +234,32 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
         client_kind(request.headers.get("User-Agent", "")),
         persistence=record is not None and record.persistence,
         resume=resume if isinstance(resume, str) and node is not None else None,
+        client_address=view.address,
     )
+    over = _over_socket_limit(state, key_id, view.address)
+    if over is not None:
+        state.refusals[over] += 1
+        logger.info("socket %s from %s refused: %s", session.info.socket_id, view.address, over)
+        await session.refuse(TOO_MANY_SOCKETS)
+        return session
     state.live.add(session)
     try:
         await session.run()
     finally:
         state.live.discard(session)
-    return ws
+        state.sockets_per_key.release(key_id)
+        state.sockets_per_address.release(view.address)
+    return session
+
+
+def _over_socket_limit(state: ServerState, key_id: str, address: str) -> str | None:
+    """The limit this socket would pass (and None, having counted it in), else its name."""
+    if not state.sockets_per_key.try_acquire(key_id):
+        return "max_sockets_per_key"
+    if not state.sockets_per_address.try_acquire(address):
+        state.sockets_per_key.release(key_id)
+        return "max_sockets_per_address"
+    return None
 
 
 def client_kind(user_agent: str) -> str:

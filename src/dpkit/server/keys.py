@@ -1,7 +1,9 @@
 """The server's API keys and signing secret, kept in ``<data_dir>/keys.json``.
 
 On a fresh machine the file does not exist: :func:`load_or_create` creates the data directory, a
-signing secret and one default API key, so ``dpkit serve`` runs with no configuration.
+signing secret, the admin token, the webhook secret and one default API key, so ``dpkit serve``
+runs with no configuration. Each key carries the browser origins that may use it
+(:mod:`dpkit.server.origins`); the default key, the reference page's, allows only ``self``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from pathlib import Path
 
 from dpkit.apikey import ApiKey
 from dpkit.errors import ConfigurationError
+from dpkit.server.origins import SELF, check_origin_entry
 
 KEYS_FILE = "keys.json"
+#: The label of the key made on first start: the reference page's own key.
+DEFAULT_LABEL = "default"
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,15 @@ class KeyRecord:
     label: str = "default"
     #: Sessions opened with this key may be resumed (session persistence).
     persistence: bool = False
+    #: Browser origins that may use the key: origins, ``self`` or ``*``; empty: no browser.
+    origins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        try:
+            checked = tuple(check_origin_entry(str(entry)) for entry in self.origins)
+        except ValueError as exc:
+            raise ConfigurationError(f"API key {self.key_id}: {exc}") from None
+        object.__setattr__(self, "origins", checked)
 
     def api_key(self, auth_server: str) -> str:
         """The API key string a client uses, pointing at ``auth_server``."""
@@ -43,10 +57,13 @@ class KeyStore:
         keys: list[KeyRecord],
         path: Path | None,
         admin_token: str | None = None,
+        webhook_secret: str | None = None,
     ) -> None:
         self.signing_secret = signing_secret
         #: The token that opens the admin API (``Authorization: Bearer <token>``).
         self.admin_token = admin_token or secrets.token_urlsafe(24)
+        #: The HMAC key of webhook signatures: its own secret, so a receiver holds no admin power.
+        self.webhook_secret = webhook_secret or secrets.token_urlsafe(32)
         self._keys = {key.key_id: key for key in keys}
         self._path = path
         self._loaded_mtime = self._mtime()
@@ -64,8 +81,8 @@ class KeyStore:
             return
         try:
             data = json.loads(self._path.read_text())
-            self._keys = {item["key_id"]: KeyRecord(**item) for item in data["keys"]}
-        except (OSError, ValueError, KeyError, TypeError):
+            self._keys = {item["key_id"]: _record(item) for item in data["keys"]}
+        except (OSError, ValueError, KeyError, TypeError, ConfigurationError):
             return  # a half-written file: keep what we have, read it next time
         self._loaded_mtime = mtime
 
@@ -86,8 +103,12 @@ class KeyStore:
     def get(self, key_id: str) -> KeyRecord | None:
         return self._keys.get(key_id)
 
-    def add(self, label: str, *, persistence: bool = False) -> KeyRecord:
-        record = KeyRecord(secrets.token_hex(6), secrets.token_urlsafe(24), label, persistence)
+    def add(
+        self, label: str, *, persistence: bool = False, origins: tuple[str, ...] = ()
+    ) -> KeyRecord:
+        record = KeyRecord(
+            secrets.token_hex(6), secrets.token_urlsafe(24), label, persistence, origins
+        )
         self._keys[record.key_id] = record
         self._save()
         return record
@@ -98,6 +119,7 @@ class KeyStore:
         data = {
             "signingSecret": self.signing_secret.hex(),
             "adminToken": self.admin_token,
+            "webhookSecret": self.webhook_secret,
             "keys": [asdict(key) for key in self._keys.values()],
         }
         tmp = self._path.with_suffix(".tmp")
@@ -116,14 +138,32 @@ class KeyStore:
         path = data_dir / KEYS_FILE
         if not path.exists():
             store = cls(secrets.token_bytes(32), [], path)
-            store.add("default")
+            store.add(DEFAULT_LABEL, origins=(SELF,))
             return store
         try:
             data = json.loads(path.read_text())
-            keys = [KeyRecord(**item) for item in data["keys"]]
-            store = cls(bytes.fromhex(data["signingSecret"]), keys, path, data.get("adminToken"))
+            keys = [_record(item) for item in data["keys"]]
+            store = cls(
+                bytes.fromhex(data["signingSecret"]),
+                keys,
+                path,
+                data.get("adminToken"),
+                data.get("webhookSecret"),
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigurationError(f"{path} is not a valid key file: {exc}") from None
-        if "adminToken" not in data:
-            store._save()  # a key file from before the admin API: keep the new token
+        if "adminToken" not in data or "webhookSecret" not in data:
+            store._save()  # a key file from before these secrets: keep the new ones
         return store
+
+
+def _record(item: dict[str, object]) -> KeyRecord:
+    """A key record from keys.json; a key from before origin lists gets the safe default."""
+    if "origins" not in item:
+        # The reference page's key serves its own origin; any other key, no browser until an
+        # operator says which origins may use it (dpkit keys add --origin).
+        item = {**item, "origins": [SELF] if item.get("label") == DEFAULT_LABEL else []}
+    origins = item["origins"]
+    if not isinstance(origins, list):
+        raise ValueError("a key's origins must be a list")
+    return KeyRecord(**{**item, "origins": tuple(str(entry) for entry in origins)})  # type: ignore[arg-type]

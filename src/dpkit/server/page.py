@@ -15,8 +15,11 @@ from pathlib import Path
 from aiohttp import web
 
 from dpkit.server.endpoints import TOKEN_PATH, socket_url
+from dpkit.server.forwarded import client_view
+from dpkit.server.keys import DEFAULT_LABEL, KeyRecord
+from dpkit.server.origins import normalise_origin
 from dpkit.server.settings import Settings
-from dpkit.server.state import STATE
+from dpkit.server.state import STATE, ServerState
 
 logger = logging.getLogger("dpkit.server")
 
@@ -55,27 +58,78 @@ async def sdk(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path)
 
 
+def _page_key(state: ServerState) -> KeyRecord:
+    for record in state.keys.keys:
+        if record.label == DEFAULT_LABEL:
+            return record
+    return state.keys.keys[0]
+
+
+def _cross_origin(request: web.Request, own_origin: str) -> str | None:
+    """Why this request is not from the server's own page, or None if it may be.
+
+    A browser sends ``Origin`` on every cross-origin request and ``Sec-Fetch-Site`` on every
+    request; a same-origin GET may carry neither. A client that is not a browser can read the
+    page anyway, so what is kept out here is other sites' pages using this server's key.
+    """
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        try:
+            if normalise_origin(origin) == normalise_origin(own_origin):
+                return None
+        except ValueError:
+            pass
+        return f"origin {origin[:100]!r} is not this server's ({own_origin})"
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return f"a {site[:20]} request is not from this server's page"
+    return None
+
+
+def _refuse_cross_origin(request: web.Request, state: ServerState) -> web.Response | None:
+    own = client_view(request, state.settings).origin
+    problem = _cross_origin(request, own)
+    if problem is None:
+        return None
+    state.refusals["origin"] += 1
+    logger.info("%s refused: %s", request.path, problem)
+    return web.json_response(
+        {"error": f"only this server's own page may ask: {problem}"}, status=403
+    )
+
+
 async def page_config(request: web.Request) -> web.Response:
-    """What the page served by this server needs: the default API key, aimed at this origin."""
+    """What the page served by this server needs: its key, aimed at this origin."""
     state = request.app[STATE]
-    record = state.keys.keys[0]
-    origin = state.settings.public_url.rstrip("/") or f"{request.scheme}://{request.host}"
+    refused = _refuse_cross_origin(request, state)
+    if refused is not None:
+        return refused
+    origin = client_view(request, state.settings).origin
     return web.json_response(
         {
-            "apiKey": record.api_key(origin + TOKEN_PATH),
+            "apiKey": _page_key(state).api_key(origin + TOKEN_PATH),
             "sdkInstalled": state.web_sdk_dir is not None,
-        }
+        },
+        headers={"Cache-Control": "no-store"},
     )
 
 
 async def legacy_jwt(request: web.Request) -> web.Response:
     """``GET /api/jwt``: the Web SDK's token request for pages served by the server itself."""
     state = request.app[STATE]
-    record = state.keys.keys[0]
+    refused = _refuse_cross_origin(request, state)
+    if refused is not None:
+        return refused
     jwt = state.signer.issue(
-        {"sub": record.key_id}, typ="session", now=time.time(), ttl_s=state.settings.token_ttl_s
+        {"sub": _page_key(state).key_id},
+        typ="session",
+        now=time.time(),
+        ttl_s=state.settings.token_ttl_s,
     )
-    return web.json_response({"url": socket_url(request, state), "jwt": jwt})
+    view = client_view(request, state.settings)
+    return web.json_response(
+        {"url": socket_url(view, state), "jwt": jwt}, headers={"Cache-Control": "no-store"}
+    )
 
 
 def add_page_routes(app: web.Application) -> None:

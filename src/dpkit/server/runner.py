@@ -1,7 +1,10 @@
 """Run the server on a socket: ``async with DpkitServer(settings) as server: ...``.
 
 Used by ``dpkit serve``, the tests and the benchmarks. Binding happens first so a port of 0 gets
-a free port, and the API key printed for clients points at the port actually bound.
+a free port, and the API key printed for clients points at the port actually bound. The socket
+is served through a :class:`~dpkit.server.connections.ConnectionGuard` (connection limits, a
+header deadline), over TLS when ``tls_cert`` and ``tls_key`` are set, with aiohttp's keep-alive
+timeout and an access log that never prints a secret.
 """
 
 from __future__ import annotations
@@ -10,10 +13,13 @@ from types import TracebackType
 
 from aiohttp import web
 
+from dpkit.server.access_log import RedactingAccessLogger
 from dpkit.server.app import create_app
+from dpkit.server.connections import ConnectionGuard, GuardedSite
 from dpkit.server.endpoints import TOKEN_PATH
 from dpkit.server.settings import Settings
 from dpkit.server.state import STATE, ServerState
+from dpkit.server.tls import server_ssl_context
 
 
 class DpkitServer:
@@ -22,16 +28,25 @@ class DpkitServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app = create_app(settings)
-        self._runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=5.0)
+        self._runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            shutdown_timeout=5.0,
+            keepalive_timeout=settings.http_keepalive_timeout_s,
+            access_log_class=RedactingAccessLogger,
+        )
+        self.guard = ConnectionGuard(settings)
         self.port = 0
 
     @property
     def url(self) -> str:
+        """Where this server is reached (``public_url`` if set, else its own address)."""
         if self.settings.public_url:
             return self.settings.public_url.rstrip("/")
         host = self.settings.host
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.settings.tls else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def state(self) -> ServerState:
@@ -49,13 +64,18 @@ class DpkitServer:
         raise KeyError(f"no API key labelled {label!r}")
 
     async def start(self) -> None:
+        context = server_ssl_context(self.settings)  # a bad certificate stops us before binding
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        site = GuardedSite(
+            self._runner,
+            self.guard,
+            host=self.settings.host,
+            port=self.settings.port,
+            ssl_context=context,
+            backlog=1024,
+        )
         await site.start()
-        server = site._server
-        assert server is not None
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+        self.port = site.port
 
     async def stop(self) -> None:
         await self._runner.cleanup()

@@ -130,7 +130,9 @@ class SignallingSession:
         *,
         persistence: bool = False,
         resume: str | None = None,
+        client_address: str = "",
     ) -> None:
+        self.client_address = client_address
         self._persistence = persistence
         self._resume = resume
         self._state = state
@@ -172,6 +174,15 @@ class SignallingSession:
     @property
     def session_id(self) -> str | None:
         return self._machine.session_id
+
+    @property
+    def ws(self) -> web.WebSocketResponse:
+        return self._ws
+
+    async def refuse(self, reason: str) -> None:
+        """Turn the socket away before it starts: ``close {reason}``, recorded in the journal."""
+        await self._execute(self._machine.end(reason))
+        self.finished.set()
 
     async def run(self) -> None:
         """Serve the socket until the session ends, then release everything it held."""

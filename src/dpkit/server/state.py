@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +16,9 @@ from dpkit.server.keys import KeyStore
 from dpkit.server.metrics import SessionMetrics
 from dpkit.server.persistence import DetachedSessions
 from dpkit.server.pool import DigitalPersonPool
+from dpkit.server.quotas import ConcurrencyQuota, RateLimiter
 from dpkit.server.settings import Settings
+from dpkit.server.token_use import TokenLedger
 from dpkit.server.tokens import TokenSigner
 from dpkit.server.webhooks import Webhooks
 
@@ -48,9 +50,21 @@ class ServerState:
     sessions: dict[str, SignallingSession] = field(default_factory=dict)
     #: The most recent sessions that have ended, oldest first (the journal comes later).
     ended: deque[SessionInfo] = field(default_factory=lambda: deque(maxlen=1000))
+    #: Session sockets open per API key and per client address (the limits are settings).
+    sockets_per_key: ConcurrencyQuota = field(default_factory=lambda: ConcurrencyQuota(1))
+    sockets_per_address: ConcurrencyQuota = field(default_factory=lambda: ConcurrencyQuota(1))
+    #: Token requests and new sockets per second per client address.
+    token_rate: RateLimiter = field(default_factory=lambda: RateLimiter(1.0, 1))
+    socket_rate: RateLimiter = field(default_factory=lambda: RateLimiter(1.0, 1))
+    #: Which token ids a socket holds, and which are spent.
+    tokens_in_use: TokenLedger = field(default_factory=TokenLedger)
+    #: Requests and sockets refused, by the limit that refused them.
+    refusals: Counter[str] = field(default_factory=Counter)
     #: Where the Web SDK bundle was found (None: not installed).
     web_sdk_dir: Path | None = None
     telemetry_batches: int = 0
+    #: Telemetry tokens handed out (the Web SDK asks for one before it opens its socket).
+    telemetry_tokens: int = 0
     closing: bool = False
 
 
