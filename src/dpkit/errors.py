@@ -14,6 +14,9 @@ Every error the public API raises is a :class:`DpkitError`. Connection errors ca
     │   ├── ControlFailed           "controlFailed"
     │   ├── NoSessionToResume       "noSessionToResume"
     │   ├── AssetsFailed            "assetsFailed" (dpkit's: the persona's assets did not load)
+    │   ├── TooManySockets          "tooManySockets" (dpkit's: a per-key or per-address limit)
+    │   ├── FrameTooLarge           "frameTooLarge" (dpkit's: a frame over the server's limit)
+    │   ├── ProtocolRejected        "protocolError" (dpkit's: the server could not use a frame)
     │   └── UnknownConnectionError  any other close reason the server sends
     ├── RequestFailed               a scene request got no answer, or the session ended first
     ├── ProtocolError               the peer sent a frame the protocol does not allow
@@ -116,6 +119,33 @@ class AssetsFailed(ConnectionError_):
     )
 
 
+class TooManySockets(ConnectionError_):
+    """The server refused the socket: this key or address has too many open (dpkit's addition)."""
+
+    name = "tooManySockets"
+    advice = (
+        "Too many sessions are open with this API key or from this address: close some, or ask "
+        "the operator to raise max_sockets_per_key or max_sockets_per_address."
+    )
+
+
+class FrameTooLarge(ConnectionError_):
+    """The server closed the session: a frame was over its size limit (dpkit's addition)."""
+
+    name = "frameTooLarge"
+    advice = "A message was over the server's size limit (max_frame_bytes): send less at once."
+
+
+class ProtocolRejected(ConnectionError_):
+    """The server closed the session: it could not use an offer, candidate or frame."""
+
+    name = "protocolError"
+    advice = (
+        "The server could not use what this client sent (its dpkit/protocolError frame says "
+        "what): update the client, or report it with the server's log."
+    )
+
+
 class UnknownConnectionError(ConnectionError_):
     """The server closed the connection with a reason this SDK does not know."""
 
@@ -164,6 +194,9 @@ CONNECTION_ERRORS: dict[str, type[ConnectionError_]] = {
         ControlFailed,
         NoSessionToResume,
         AssetsFailed,
+        TooManySockets,
+        FrameTooLarge,
+        ProtocolRejected,
     )
 }
 

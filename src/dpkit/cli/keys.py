@@ -21,9 +21,12 @@ Manage the API keys kept in the server's data directory (keys.json). A running s
 a new key at once.
 
   dpkit keys list
-  dpkit keys add --label kiosk --persistence --url http://dp.example.com:8080
+  dpkit keys add --label kiosk --persistence --url https://dp.example.com
+  dpkit keys add --label web --origin https://shop.example.com --url https://dp.example.com
 
-The key's authServer points at --url, the server's address as clients reach it.
+The key's authServer points at --url, the server's address as clients reach it. A browser page
+may use a key only from an origin the key allows (--origin, repeatable; '*' for any origin,
+'self' for the server's own pages); a key with no origin is for clients that are not browsers.
 """
 
 
@@ -34,6 +37,14 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--label", default="key", help="a name for the new key (default 'key')")
     parser.add_argument(
         "--persistence", action="store_true", help="sessions opened with the key can be resumed"
+    )
+    parser.add_argument(
+        "--origin",
+        action="append",
+        dest="origins",
+        metavar="ORIGIN",
+        help="a browser origin that may use the new key, like https://app.example.com "
+        "(repeatable; '*' any origin, 'self' the server's own pages; default: none)",
     )
     parser.add_argument(
         "--url", default="http://127.0.0.1:8080", help="the server's URL (default %(default)s)"
@@ -50,17 +61,24 @@ def run(args: argparse.Namespace) -> int:
         return 2
     auth_server = args.url.rstrip("/") + TOKEN_PATH
     if args.action == "add":
-        record = store.add(args.label, persistence=args.persistence)
+        try:
+            record = store.add(
+                args.label, persistence=args.persistence, origins=tuple(args.origins or ())
+            )
+        except ConfigurationError as exc:
+            Console(stderr=True).print(f"[red]{exc.name}[/red]: {exc.message}")
+            return 2
         console.print(record.api_key(auth_server), soft_wrap=True)
         return 0
     table = Table(title=f"API keys for {args.url}")
-    for column in ("label", "key id", "persistence", "API key"):
+    for column in ("label", "key id", "persistence", "origins", "API key"):
         table.add_column(column, overflow="fold")
     for record in store.keys:
         table.add_row(
             record.label,
             record.key_id,
             "yes" if record.persistence else "no",
+            " ".join(record.origins) or "(no browser)",
             record.api_key(auth_server),
         )
     console.print(table)

@@ -12,7 +12,9 @@ from rich.console import Console
 
 from dpkit.cli.parsers import command_parser
 from dpkit.errors import ConfigurationError
+from dpkit.rtc import is_loopback_host
 from dpkit.server import DpkitServer, Settings
+from dpkit.server.connections import raise_open_file_limit
 
 HELP = "run a server that hosts Digital Persons"
 DESCRIPTION = """\
@@ -20,7 +22,8 @@ Run the Digital Person session server. With no options it runs the embedded defa
 persona, a data directory it creates (~/.local/share/dpkit), and an API key it generates and
 prints. Settings come, lowest first, from defaults, --config FILE (TOML), DPKIT_* environment
 variables (DPKIT_PORT, DPKIT_CAPACITY, DPKIT_ICE_ADDRESSES, DPKIT_PERSONA_VIDEO_FPS ...) and the
-options below.
+options below. On a network, serve https (--tls-cert, --tls-key) or run behind a TLS proxy
+(--trusted-proxy): see docs/deployment.md; every limit is a setting (docs/security.md).
 """
 
 
@@ -46,7 +49,28 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         help="gather ICE candidates only on this address (repeatable; default: loopback when "
         "serving on loopback, else every interface)",
     )
-    parser.add_argument("--public-url", help="the URL clients use to reach this server")
+    parser.add_argument(
+        "--public-url",
+        help="the URL clients use to reach this server (wins over the Host and X-Forwarded-* "
+        "headers)",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="serve https and wss with this PEM certificate",
+    )
+    parser.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="the certificate's private key"
+    )
+    parser.add_argument(
+        "--trusted-proxy",
+        action="append",
+        dest="trusted_proxies",
+        metavar="ADDRESS",
+        help="a reverse proxy (address or network) whose X-Forwarded-Proto/Host/For are "
+        "believed (repeatable)",
+    )
 
 
 def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -57,6 +81,9 @@ def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
         "capacity": args.capacity,
         "public_url": args.public_url,
         "ice_addresses": tuple(args.ice_addresses) if args.ice_addresses else None,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "trusted_proxies": tuple(args.trusted_proxies) if args.trusted_proxies else None,
     }
     values.update(overrides)
     return Settings.load(args.config, **values)
@@ -73,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def serve(settings: Settings, console: Console) -> int:
+    # Each connection and each session's sockets are file descriptors: take what the system
+    # allows, and the connection limit is kept under it (dpkit.server.connections).
+    raise_open_file_limit()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -91,9 +121,24 @@ async def serve(settings: Settings, console: Console) -> int:
     return 0
 
 
+def network_warnings(settings: Settings) -> list[str]:
+    """What an operator should know before clients reach this server over a network."""
+    warnings = []
+    if not is_loopback_host(settings.host) and not settings.tls and not settings.trusted_proxies:
+        warnings.append(
+            "serving plain http on a network address: browsers give a page the microphone and "
+            "camera only over https (and the Web SDK fetches telemetry only over wss). Use "
+            "--tls-cert/--tls-key, or a TLS proxy in front with --trusted-proxy "
+            "(docs/deployment.md)."
+        )
+    return warnings
+
+
 def print_banner(server: DpkitServer, console: Console) -> None:
     settings = server.settings
     console.print(f"[bold]dpkit serve[/bold] on {server.url}")
+    for warning in network_warnings(settings):
+        console.print(f"  [yellow]warning[/yellow]: {warning}")
     console.print(
         f"  Digital Persons: {settings.capacity} x {settings.persona.name} "
         f"({settings.persona.video_width}x{settings.persona.video_height} "
@@ -101,7 +146,13 @@ def print_banner(server: DpkitServer, console: Console) -> None:
     )
     console.print(f"  data directory:  {settings.data_dir}")
     console.print(f"  ICE addresses:   {', '.join(settings.effective_ice_addresses or ('all',))}")
-    console.print(f"  API key:         {server.api_key()}", soft_wrap=True)
-    console.print(f"  admin token:     {server.admin_token}")
+    if console.is_terminal or is_loopback_host(settings.host):
+        console.print(f"  API key:         {server.api_key()}", soft_wrap=True)
+        console.print(f"  admin token:     {server.admin_token}")
+    else:
+        # Not a terminal on a network address: this text may well be a log; keep secrets out.
+        keys_file = settings.data_dir / "keys.json"
+        console.print(f"  API key:         dpkit keys list --data-dir {settings.data_dir}")
+        console.print(f"  admin token:     in {keys_file} (adminToken)")
     console.print(f"  connect with:    dpkit connect {server.url}")
     console.print(f"  watch with:      dpkit watch {server.url}")

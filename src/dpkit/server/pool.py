@@ -1,10 +1,12 @@
 """The pool of Digital Persons one node runs, and the fair queue in front of it.
 
 A fixed number of Digital Persons, each held by one session at a time. When all are busy a new
-session waits in a first-come, first-served queue; a Digital Person that frees up goes straight
-to the head of the queue. The queue is bounded in length and in wait: past either, the caller is
-refused (and sends ``close {reason: "noScene"}``). Every waiter hears its position, the queue's
-length and an estimated wait whenever they change.
+session waits in the queue; a Digital Person that frees up goes straight to the head of it. The
+queue is first-come, first-served among the clients of one API key; between keys it is fair: the
+next Digital Person goes to the waiter whose key holds the fewest, so one key's clients (or one
+key's idle sockets) cannot keep another key's out. The queue is bounded in length and in wait:
+past either, the caller is refused (and sends ``close {reason: "noScene"}``). Every waiter hears
+its position, the queue's length and an estimated wait whenever they change.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class DigitalPerson:
     persona: PersonaSettings
     renderer: FaceRenderer
     holder: object | None = field(default=None, repr=False)
+    #: The API key of the session holding it (the queue is fair between keys).
+    key: str = ""
     #: The persona's verified asset bundle, once a session has loaded it.
     bundle: Bundle | None = field(default=None, repr=False)
 
@@ -53,6 +57,7 @@ class QueueRefused(Exception):
 @dataclass(eq=False)
 class _Waiter:
     holder: object
+    key: str
     on_position: Callable[[QueuePosition], None]
     granted: asyncio.Future[DigitalPerson]
     last: QueuePosition | None = None
@@ -89,32 +94,36 @@ class DigitalPersonPool:
     def queue_length(self) -> int:
         return len(self._waiters)
 
-    def try_acquire(self, holder: object) -> DigitalPerson | None:
+    def held_by(self, key: str) -> int:
+        """How many Digital Persons the sessions of ``key`` hold."""
+        return sum(person.holder is not None and person.key == key for person in self._people)
+
+    def try_acquire(self, holder: object, key: str = "") -> DigitalPerson | None:
         """Reserve a free Digital Person for ``holder`` at once, or None (nobody queues)."""
         if self._waiters:
             return None
         for person in self._people:
             if person.holder is None:
-                person.holder = holder
+                person.holder, person.key = holder, key
                 logger.debug("person %d reserved (%d/%d)", person.index, self.in_use, self.capacity)
                 return person
         return None
 
     async def acquire(
-        self, holder: object, on_position: Callable[[QueuePosition], None]
+        self, holder: object, on_position: Callable[[QueuePosition], None], key: str = ""
     ) -> DigitalPerson:
         """A Digital Person for ``holder``, queueing fairly if all are busy.
 
         Raises :class:`QueueRefused` when the queue is full or the wait passes ``max_wait_s``.
         Cancelling the call leaves no trace in the queue.
         """
-        person = self.try_acquire(holder)
+        person = self.try_acquire(holder, key)
         if person is not None:
             return person
         if len(self._waiters) >= self.max_queue:
             raise QueueRefused(f"the queue is full ({self.max_queue} waiting)")
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(holder, on_position, loop.create_future())
+        waiter = _Waiter(holder, key, on_position, loop.create_future())
         self._waiters.append(waiter)
         self._announce()
         try:
@@ -142,21 +151,31 @@ class DigitalPersonPool:
         if session_s is not None:
             # A slow-moving average keeps the wait estimate steady.
             self._mean_session_s = 0.8 * self._mean_session_s + 0.2 * session_s
-        while self._waiters:
-            head = self._waiters.popleft()
+        person.holder, person.key = None, ""
+        for head in self._in_turn():
+            self._waiters.remove(head)
             if head.granted.done():
                 continue
-            person.holder = head.holder
+            person.holder, person.key = head.holder, head.key
             head.granted.set_result(person)
             logger.debug("person %d handed to the head of the queue", person.index)
             self._announce()
             return
-        person.holder = None
         logger.debug("person %d freed (%d/%d)", person.index, self.in_use, self.capacity)
 
+    def _in_turn(self) -> list[_Waiter]:
+        """The waiters in the order they will be served: fewest held by their key, then first
+        come. ``sorted`` is stable, so within a key (and with one key) it is arrival order."""
+        held: dict[str, int] = {}
+        for waiter in self._waiters:
+            if waiter.key not in held:
+                held[waiter.key] = self.held_by(waiter.key)
+        return sorted(self._waiters, key=lambda waiter: held[waiter.key])
+
     def _announce(self) -> None:
-        size = len(self._waiters)
-        for index, waiter in enumerate(self._waiters):
+        order = self._in_turn()
+        size = len(order)
+        for index, waiter in enumerate(order):
             position = index + 1
             eta_s = position * self._mean_session_s / self.capacity
             update = QueuePosition(position, size, int(eta_s * 1000))

@@ -298,7 +298,7 @@ class SignallingSession:
 
     async def _queue_for_person(self) -> DigitalPerson | QueueRefused:
         try:
-            return await self._state.pool.acquire(self, self._on_queue_position)
+            return await self._state.pool.acquire(self, self._on_queue_position, self.info.key_id)
         except QueueRefused as refused:
             return refused
 
