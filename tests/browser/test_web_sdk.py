@@ -184,6 +184,13 @@ async def test_busy_server_is_retried_until_a_person_frees_up(
     seen = await second.evaluate("window.dpkitPage")
     assert seen["error"] is None
     assert list(server.state.sessions) == [seen["sessionId"]]
+    # Every retry came back with the one token fetched for this connect(): a refused socket
+    # does not spend it, and no retry was turned away for reusing it.
+    retries = [info.token_id for info in server.state.ended if info.ending == "noScene"]
+    connected = server.state.sessions[seen["sessionId"]].info.token_id
+    assert len(retries) >= 2
+    assert set(retries) == {connected}
+    assert server.state.refusals["token_reuse"] == 0
 
 
 async def test_busy_server_gives_no_scene_after_the_retries(

@@ -10,7 +10,7 @@ import aiohttp
 from dpkit import Scene
 from dpkit.protocol.messages import Close, Established
 from dpkit.server import DpkitServer
-from tests.server.test_session_socket import raw_client
+from tests.raw_client import raw_client
 from tests.support import UNIT, ServerFactory, make_settings
 
 

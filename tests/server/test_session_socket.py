@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import aiohttp
-from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from dpkit import Scene
 from dpkit.protocol.messages import (
@@ -19,69 +14,12 @@ from dpkit.protocol.messages import (
     Connected,
     DpkitEvent,
     Established,
-    Frame,
     Ice,
-    Offer,
     SceneResponse,
-    parse_frame,
-    serialize_frame,
 )
-from dpkit.rtc import ice_addresses
 from dpkit.server import DpkitServer
-from tests.support import UNIT, ServerFactory
-
-#: dpkit's informational frames, which a client may ignore (docs/protocol.md, section 9).
-PROGRESS_REPORTS = frozenset({"assets", "queue"})
-
-
-class RawClient:
-    """A session socket driven by hand, with a real aiortc peer connection for the media."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.pc = RTCPeerConnection()
-
-    async def send(self, frame: Frame | str) -> None:
-        await self.ws.send_str(frame if isinstance(frame, str) else serialize_frame(frame))
-
-    async def receive(self) -> Frame | None:
-        """The next frame (skipping dpkit's progress reports), or None once the socket closed."""
-        while True:
-            message = await asyncio.wait_for(self.ws.receive(), 10 * UNIT)
-            if message.type is not aiohttp.WSMsgType.TEXT:
-                return None
-            frame = parse_frame(message.data)
-            if not (isinstance(frame, DpkitEvent) and frame.name in PROGRESS_REPORTS):
-                return frame
-
-    async def offer(self) -> None:
-        self.pc.addTransceiver("audio", "sendrecv")
-        self.pc.addTransceiver("video", "sendrecv")
-        with ice_addresses(["127.0.0.1"]):
-            await self.pc.setLocalDescription(await self.pc.createOffer())
-        assert self.pc.localDescription is not None
-        await self.send(Offer(self.pc.localDescription.sdp))
-
-    async def answer(self, sdp: str) -> None:
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
-
-
-async def token_for(http: aiohttp.ClientSession, server: DpkitServer) -> dict[str, Any]:
-    async with http.get(server.url + "/api/token", headers={"key": server.api_key()}) as reply:
-        data: dict[str, Any] = await reply.json()
-        return data
-
-
-@asynccontextmanager
-async def raw_client(server: DpkitServer) -> AsyncIterator[RawClient]:
-    async with aiohttp.ClientSession() as http:
-        token = await token_for(http, server)
-        async with http.ws_connect(token["url"], params={"access_token": token["jwt"]}) as ws:
-            client = RawClient(ws)
-            try:
-                yield client
-            finally:
-                await client.pc.close()
+from tests.raw_client import RawClient, raw_client, token_for
+from tests.support import ServerFactory
 
 
 async def test_session_frames_come_in_the_protocol_order(server: DpkitServer) -> None:

@@ -146,11 +146,11 @@ def print_banner(server: DpkitServer, console: Console) -> None:
     )
     console.print(f"  data directory:  {settings.data_dir}")
     console.print(f"  ICE addresses:   {', '.join(settings.effective_ice_addresses or ('all',))}")
-    if console.is_terminal or is_loopback_host(settings.host):
+    if console.is_terminal:
         console.print(f"  API key:         {server.api_key()}", soft_wrap=True)
         console.print(f"  admin token:     {server.admin_token}")
     else:
-        # Not a terminal on a network address: this text may well be a log; keep secrets out.
+        # Not a terminal: this text is going to a file or a log; keep the secrets out of it.
         keys_file = settings.data_dir / "keys.json"
         console.print(f"  API key:         dpkit keys list --data-dir {settings.data_dir}")
         console.print(f"  admin token:     in {keys_file} (adminToken)")

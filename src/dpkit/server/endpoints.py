@@ -236,6 +236,7 @@ async def _serve_socket(
         resume=resume if isinstance(resume, str) and node is not None else None,
         client_address=view.address,
     )
+    session.info.token_id = str(claims.get("jti", ""))
     over = _over_socket_limit(state, key_id, view.address)
     if over is not None:
         state.refusals[over] += 1

@@ -129,8 +129,8 @@ class Settings:
     max_sockets_per_address: int = 8
     #: New session sockets and token requests per second from one client address (a burst of
     #: ``rate_burst`` is allowed).
-    rate_per_address: float = 10.0
-    rate_burst: int = 30
+    rate_per_address: float = 20.0
+    rate_burst: int = 40
     #: Open HTTP connections in all, and from one address; beyond either: 503 and close.
     max_connections: int = 1000
     max_connections_per_address: int = 64

@@ -115,6 +115,8 @@ class SessionInfo:
     connected_at: float | None = None
     #: Every ``userCamera {active}`` the client sent, in order.
     user_camera: list[bool] = field(default_factory=list)
+    #: The id (``jti``) of the session token the socket opened with, not the token itself.
+    token_id: str = ""
     events: list[str] = field(default_factory=list)
 
 
@@ -226,12 +228,16 @@ class SignallingSession:
         await asyncio.wait([reader])
 
     async def _read(self) -> None:
+        too_big = False
         async for message in self._ws:
             if message.type is WSMsgType.TEXT or message.type is WSMsgType.BINARY:
                 await self._guarded(self._machine.receive_text(message.data))
+            elif message.type is WSMsgType.ERROR:
+                error = message.data
+                too_big = getattr(error, "code", None) == WSCloseCode.MESSAGE_TOO_BIG
             if self._machine.phase is ServerPhase.CLOSED:
                 break
-        if self._ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
+        if too_big:
             # Past aiohttp's own bound the socket is gone before a close frame can be sent.
             logger.warning(
                 "socket %s: a frame far over %d bytes (max_frame_bytes); socket closed",
