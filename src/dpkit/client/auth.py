@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from ssl import SSLContext
 
 import aiohttp
 
@@ -19,8 +20,13 @@ class SessionToken:
     jwt: str
 
 
-async def fetch_token(api_key: str, *, session_id: str | None = None) -> SessionToken:
-    """Ask the API key's ``authServer`` for a token; raise ``serverConnectionFailed`` clearly."""
+async def fetch_token(
+    api_key: str, *, session_id: str | None = None, ssl: SSLContext | None = None
+) -> SessionToken:
+    """Ask the API key's ``authServer`` for a token; raise ``serverConnectionFailed`` clearly.
+
+    ``ssl`` is the context an https token endpoint is verified with (None: the system's CAs).
+    """
     try:
         key = decode_api_key(api_key)
     except ConfigurationError as exc:
@@ -29,7 +35,12 @@ async def fetch_token(api_key: str, *, session_id: str | None = None) -> Session
     try:
         async with (
             aiohttp.ClientSession() as http,
-            http.get(key.auth_server, headers={"key": api_key}, params=params) as response,
+            http.get(
+                key.auth_server,
+                headers={"key": api_key},
+                params=params,
+                ssl=ssl if ssl is not None else True,
+            ) as response,
         ):
             text = await response.text()
     except (aiohttp.ClientError, OSError) as exc:

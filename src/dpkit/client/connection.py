@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
+from ssl import SSLContext
 
 import aiohttp
 
@@ -76,8 +77,11 @@ class Connection:
         on_state: Callable[[ConnectionStateData], None],
         on_ended: Callable[[str, str], None],
         on_frame: Callable[[Frame], None],
+        ssl: SSLContext | None = None,
     ) -> None:
         self._url = url
+        # How wss:// sockets are verified: the given context, or the system's CAs (True).
+        self._ssl: SSLContext | bool = ssl if ssl is not None else True
         self._token = access_token
         self._machine = ClientSession(state)
         self._media = media
@@ -120,7 +124,11 @@ class Connection:
         self._http = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
         try:
             self._ws = await self._http.ws_connect(
-                self._url, params={"access_token": self._token}, heartbeat=20.0, autoping=True
+                self._url,
+                params={"access_token": self._token},
+                heartbeat=20.0,
+                autoping=True,
+                ssl=self._ssl,
             )
         except aiohttp.WSServerHandshakeError as exc:
             await self.close()
@@ -282,7 +290,9 @@ class Connection:
     async def _run_control(self, url: str) -> None:
         assert self._http is not None
         try:
-            self._control = await self._http.ws_connect(url, params={"access_token": self._token})
+            self._control = await self._http.ws_connect(
+                url, params={"access_token": self._token}, ssl=self._ssl
+            )
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             logger.warning("cannot open the orchestration socket %s: %s", url, exc)
             await self._execute(self._machine.control_lost("controlFailed"))

@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -143,7 +144,11 @@ class Scene:
         consent: ConsentGate | None = None,
         play_audio: bool | None = None,
         output_device: str | int | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
+        #: How an https token endpoint and a wss:// socket are verified, e.g. a context that
+        #: trusts a private CA (None: the system's CAs, or SSL_CERT_FILE's at process start).
+        self._ssl = ssl
         #: Play the persona's voice on this machine's speakers (``output_device``, or the
         #: default); None: when the machine has an output device.
         self.play_audio = play_audio
@@ -362,7 +367,7 @@ class Scene:
                 assert self._api_key is not None
                 stored = self.session_store.load(self._api_key)
                 token = await fetch_token(
-                    self._api_key, session_id=stored.session_id if stored else None
+                    self._api_key, session_id=stored.session_id if stored else None, ssl=self._ssl
                 )
                 if stored is not None:
                     # As the Web SDK does: the node that holds the session, at the same host.
@@ -425,6 +430,7 @@ class Scene:
             on_state=self.connection_state._changed,
             on_ended=self._on_session_ended,
             on_frame=self._on_frame,
+            ssl=self._ssl,
         )
 
     def _consented_devices(self) -> DeviceProvider:

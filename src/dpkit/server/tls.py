@@ -17,12 +17,14 @@ def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """The context for ``tls_cert`` and ``tls_key``, or None when TLS is off."""
     if settings.tls_cert is None or settings.tls_key is None:
         return None
+    # OpenSSL's FileNotFoundError carries no file name: say which one is missing ourselves.
+    for what, path in (("tls_cert", settings.tls_cert), ("tls_key", settings.tls_key)):
+        if not path.exists():
+            raise ConfigurationError(f"TLS: {what}: no such file: {path}")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_cert_chain(settings.tls_cert, settings.tls_key)
-    except FileNotFoundError as exc:
-        raise ConfigurationError(f"TLS: no such file: {exc.filename}") from None
     except (ssl.SSLError, OSError) as exc:
         raise ConfigurationError(
             f"TLS: cannot use certificate {settings.tls_cert} with key {settings.tls_key}: "
