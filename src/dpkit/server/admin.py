@@ -131,7 +131,16 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 async def metrics(request: web.Request) -> web.Response:
     """``GET /metrics``: Prometheus text format."""
-    body = request.app[STATE].metrics.render()
+    state = request.app[STATE]
+    lines = [
+        "# HELP dpkit_refusals_total Connections, requests and sockets refused, by limit.",
+        "# TYPE dpkit_refusals_total counter",
+        *(
+            f'dpkit_refusals_total{{limit="{limit}"}} {state.refusals[limit]}'
+            for limit in state.refusals
+        ),
+    ]
+    body = state.metrics.render() + "\n".join(lines) + "\n"
     return web.Response(text=body, content_type="text/plain", charset="utf-8")
 
 

@@ -31,8 +31,9 @@ from dpkit.server.page import add_page_routes, find_web_sdk
 from dpkit.server.persistence import DetachedSessions
 from dpkit.server.pool import DigitalPersonPool
 from dpkit.server.quotas import ConcurrencyQuota, RateLimiter
+from dpkit.server.refusals import Refusals
 from dpkit.server.settings import Settings
-from dpkit.server.state import STATE, ServerState
+from dpkit.server.state import REFUSALS, STATE, ServerState
 from dpkit.server.tokens import TokenSigner
 from dpkit.server.webhooks import Webhooks
 from dpkit.tasks import TaskOwner
@@ -42,7 +43,7 @@ logger = logging.getLogger("dpkit.server")
 SHUTDOWN_GRACE_S = 5.0
 
 
-def build_state(settings: Settings) -> ServerState:
+def build_state(settings: Settings, refusals: Refusals | None = None) -> ServerState:
     keys = KeyStore.load_or_create(settings.data_dir)
     pool = DigitalPersonPool(
         settings.capacity,
@@ -78,19 +79,21 @@ def build_state(settings: Settings) -> ServerState:
         sockets_per_address=ConcurrencyQuota(settings.max_sockets_per_address),
         token_rate=RateLimiter(settings.rate_per_address, settings.rate_burst),
         socket_rate=RateLimiter(settings.rate_per_address, settings.rate_burst),
+        refusals=refusals or Refusals(),
     )
 
 
 def create_app(settings: Settings) -> web.Application:
     """The aiohttp application for ``settings``."""
     app = web.Application(middlewares=[cors_middleware])
+    app[REFUSALS] = Refusals()
     add_routes(app)
     add_admin_routes(app)
     if settings.serve_page:
         add_page_routes(app)
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
-        state = build_state(settings)
+        state = build_state(settings, app[REFUSALS])
         app[STATE] = state
         now = time.time()
         end_sessions_left_live(state, now)

@@ -9,7 +9,7 @@ front of aiohttp's protocol:
   ``max_connections`` is answered ``503`` at once and closed, before aiohttp sees it;
 - a connection whose request headers are not complete within ``http_header_timeout_s`` is closed
   (aiohttp's keep-alive timeout covers the requests after the first);
-- refusals are counted and logged at most once per :data:`WARN_EVERY_S`, never once each.
+- refusals are counted and logged together (:mod:`dpkit.server.refusals`), never once each.
 
 The total is also kept below the process's open-file limit, less a reserve for the sessions'
 own sockets and files, so the server always has descriptors left for the clients it admitted.
@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import resource
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -29,11 +27,9 @@ from typing import Any
 from aiohttp import web
 
 from dpkit.server.forwarded import is_trusted
+from dpkit.server.refusals import Refusals
 from dpkit.server.settings import Settings
 
-logger = logging.getLogger("dpkit.server.connections")
-
-WARN_EVERY_S = 10.0
 #: Descriptors kept back from the connection limit: SQLite, logs, and each session's UDP sockets.
 FD_RESERVE_BASE = 128
 FD_RESERVE_PER_SESSION = 8
@@ -74,17 +70,14 @@ def _refusal(reason: str) -> bytes:
 class ConnectionGuard:
     """Counts open connections by address and decides who gets in."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, refusals: Refusals) -> None:
         self.max_total = usable_connections(settings)
         self.max_per_address = settings.max_connections_per_address
         self.header_timeout_s = settings.http_header_timeout_s
         self._trusted = settings.trusted_proxies
         self._by_address: Counter[str] = Counter()
         self.total = 0
-        self.refused: Counter[str] = Counter()
-        self.header_timeouts = 0
-        self._unreported: Counter[str] = Counter()
-        self._reported_at = 0.0
+        self.refusals = refusals
 
     def admit(self, address: str) -> str | None:
         """Count a new connection in, or say why it is refused (None: admitted)."""
@@ -107,25 +100,15 @@ class ConnectionGuard:
             del self._by_address[address]
 
     def timed_out(self, address: str) -> None:
-        self.header_timeouts += 1
-        self._note(f"request headers from {address} not complete in {self.header_timeout_s:g} s")
+        self.refusals.refuse(
+            "http_header_timeout_s",
+            f"request headers from {address} not complete in {self.header_timeout_s:g} s",
+        )
 
     def _refuse(self, limit: str, what: str) -> str:
-        self.refused[limit] += 1
         reason = f"{what} ({limit})"
-        self._note(reason)
+        self.refusals.refuse(limit, reason)
         return reason
-
-    def _note(self, what: str) -> None:
-        """Log refusals together, at most once per WARN_EVERY_S, so a flood writes a few lines."""
-        self._unreported[what] += 1
-        now = time.monotonic()
-        if now - self._reported_at < WARN_EVERY_S:
-            return
-        self._reported_at = now
-        for reason, count in self._unreported.items():
-            logger.warning("refused or closed %d connection(s): %s", count, reason)
-        self._unreported.clear()
 
 
 class GuardedProtocol(asyncio.Protocol):

@@ -92,8 +92,7 @@ def _rate_limited(state: ServerState, limiter_name: str, view: ClientView) -> we
     limiter = state.token_rate if limiter_name == "token" else state.socket_rate
     if limiter.allow(view.address, time.monotonic()):
         return None
-    state.refusals[f"rate_{limiter_name}"] += 1
-    logger.debug("%s from %s: over rate_per_address", limiter_name, view.address)
+    state.refusals.refuse(f"rate_{limiter_name}", f"{limiter_name} request from {view.address}")
     message = (
         f"too many {limiter_name} requests from {view.address}: at most "
         f"{state.settings.rate_per_address:g} a second (rate_per_address)"
@@ -122,8 +121,9 @@ async def token(request: web.Request) -> web.Response:
         return _error(401, "invalid API key: this server does not know it")
     origin = request.headers.get("Origin")
     if not origin_allowed(origin, record.origins, view.origin):
-        state.refusals["origin"] += 1
-        logger.info("token for key %s refused to origin %.100r", record.key_id, origin)
+        state.refusals.refuse(
+            "origin", f"token for key {record.key_id} to origin {str(origin)[:100]!r}"
+        )
         return _error(
             403,
             f"origin {str(origin)[:100]!r} may not use this API key; its allowed origins: "
@@ -197,8 +197,7 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
     try:
         state.tokens_in_use.open(token_id, float(claims["exp"]), now)
     except TokenRefused as exc:
-        state.refusals["token_reuse"] += 1
-        logger.info("socket from %s refused: %s", view.address, exc)
+        state.refusals.refuse("token_reuse", f"socket from {view.address}: {exc}")
         return _error(401, f"invalid access token: {exc}")
     key_id = str(claims.get("sub", ""))
     session: SignallingSession | None = None
@@ -239,8 +238,7 @@ async def _serve_socket(
     session.info.token_id = str(claims.get("jti", ""))
     over = _over_socket_limit(state, key_id, view.address)
     if over is not None:
-        state.refusals[over] += 1
-        logger.info("socket %s from %s refused: %s", session.info.socket_id, view.address, over)
+        state.refusals.refuse(over, f"socket {session.info.socket_id} from {view.address}")
         await session.refuse(TOO_MANY_SOCKETS)
         return session
     state.live.add(session)

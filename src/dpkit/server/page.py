@@ -91,8 +91,7 @@ def _refuse_cross_origin(request: web.Request, state: ServerState) -> web.Respon
     problem = _cross_origin(request, own)
     if problem is None:
         return None
-    state.refusals["origin"] += 1
-    logger.info("%s refused: %s", request.path, problem)
+    state.refusals.refuse("origin", f"{request.path}: {problem}")
     return web.json_response(
         {"error": f"only this server's own page may ask: {problem}"}, status=403
     )

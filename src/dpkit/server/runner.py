@@ -18,7 +18,7 @@ from dpkit.server.app import create_app
 from dpkit.server.connections import ConnectionGuard, GuardedSite
 from dpkit.server.endpoints import TOKEN_PATH
 from dpkit.server.settings import Settings
-from dpkit.server.state import STATE, ServerState
+from dpkit.server.state import REFUSALS, STATE, ServerState
 from dpkit.server.tls import server_ssl_context
 
 
@@ -35,7 +35,7 @@ class DpkitServer:
             keepalive_timeout=settings.http_keepalive_timeout_s,
             access_log_class=RedactingAccessLogger,
         )
-        self.guard = ConnectionGuard(settings)
+        self.guard = ConnectionGuard(settings, self.app[REFUSALS])
         self.port = 0
 
     @property

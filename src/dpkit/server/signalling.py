@@ -199,6 +199,10 @@ class SignallingSession:
             await self._release(self._machine.ending or CONNECTION_LOST)
             self.finished.set()
 
+    def _ended(self) -> bool:
+        """Whether the session has ended (work that awaited meanwhile must stop)."""
+        return self._machine.phase is ServerPhase.CLOSED
+
     async def end(self, reason: str) -> None:
         """End the session from the server's side (``close {reason}`` then close the socket)."""
         await self._execute(self._machine.end(reason))
@@ -211,6 +215,12 @@ class SignallingSession:
         else:
             person = await self._wait_for_person(reader)
         if person is None:
+            await asyncio.wait([reader])
+            return
+        if self._ended():
+            # The client ended the socket (close, or a limit) just as the person was granted:
+            # the session has been released already, so the person goes straight back.
+            self._state.pool.release(person)
             await asyncio.wait([reader])
             return
         self._person = person
@@ -373,18 +383,23 @@ class SignallingSession:
     async def _start_guarded(self, action: StartSession) -> None:
         try:
             await self._start(action)
-        except ProtocolError as exc:
-            await self._notify_protocol_error(exc)
-            await self.end(PROTOCOL_ERROR)
         except Exception as exc:
-            logger.warning(
-                "socket %s: closing, the offer could not be answered: %s: %s",
-                self.info.socket_id,
-                type(exc).__name__,
-                exc,
-            )
-            logger.debug("the offer's failure", exc_info=exc)
-            await self.end(PROTOCOL_ERROR)
+            if self._ended():
+                # The session ended while its offer was being answered (its peer connection
+                # was closed under aiortc, say): the failure is a consequence, not news.
+                logger.debug("socket %s: offer moot, session ended: %r", self.info.socket_id, exc)
+            elif isinstance(exc, ProtocolError):
+                await self._notify_protocol_error(exc)
+                await self.end(PROTOCOL_ERROR)
+            else:
+                logger.warning(
+                    "socket %s: closing, the offer could not be answered: %s: %s",
+                    self.info.socket_id,
+                    type(exc).__name__,
+                    exc,
+                )
+                logger.debug("the offer's failure", exc_info=exc)
+                await self.end(PROTOCOL_ERROR)
 
     async def _start(self, action: StartSession) -> None:
         """Load the persona's assets and answer the offer; then watch the transport."""
@@ -393,12 +408,15 @@ class SignallingSession:
         settings = self._state.settings
         source = settings.persona.assets or str(BUILTIN_BUNDLE)
         try:
-            self._person.bundle = await self._state.assets.fetch(source, self._on_asset_progress)
+            bundle = await self._state.assets.fetch(source, self._on_asset_progress)
         except AssetError as exc:
             logger.warning("socket %s: assets failed: %s", self.info.socket_id, exc)
             await self._carry_out(SendFrame(DpkitEvent("assetsError", {"message": str(exc)})))
             await self.end("assetsFailed")
             return
+        if self._ended():
+            return  # ended while the assets loaded: its person is released already
+        self._person.bundle = bundle
         try:
             self._talk = self._new_talk(self._person.bundle)
         except (ValueError, KeyError, OSError, VoiceError) as exc:
@@ -419,6 +437,8 @@ class SignallingSession:
         early, self._early_candidates = self._early_candidates, []
         for candidate in early:
             await peer.add_candidate(candidate)
+        if self._ended():
+            return  # ended while the offer was answered: run() closes the peer connection
         # A resumed session keeps its id (the machine took it from established).
         session_id = self._machine.session_id or self._new_session_id()
         self.info.session_id = session_id

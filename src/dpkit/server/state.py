@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +17,7 @@ from dpkit.server.metrics import SessionMetrics
 from dpkit.server.persistence import DetachedSessions
 from dpkit.server.pool import DigitalPersonPool
 from dpkit.server.quotas import ConcurrencyQuota, RateLimiter
+from dpkit.server.refusals import Refusals
 from dpkit.server.settings import Settings
 from dpkit.server.token_use import TokenLedger
 from dpkit.server.tokens import TokenSigner
@@ -58,8 +59,8 @@ class ServerState:
     socket_rate: RateLimiter = field(default_factory=lambda: RateLimiter(1.0, 1))
     #: Which token ids a socket holds, and which are spent.
     tokens_in_use: TokenLedger = field(default_factory=TokenLedger)
-    #: Requests and sockets refused, by the limit that refused them.
-    refusals: Counter[str] = field(default_factory=Counter)
+    #: Connections, requests and sockets refused, by the limit that refused them.
+    refusals: Refusals = field(default_factory=Refusals)
     #: Where the Web SDK bundle was found (None: not installed).
     web_sdk_dir: Path | None = None
     telemetry_batches: int = 0
@@ -69,3 +70,5 @@ class ServerState:
 
 
 STATE = web.AppKey("dpkit_state", ServerState)
+#: The app's refusal counts: made with the app, so the connection guard in front of it shares them.
+REFUSALS = web.AppKey("dpkit_refusals", Refusals)
