@@ -93,6 +93,8 @@ async def test_off_loopback_only_https_gives_the_page_its_devices(
     failed = await connect(plain)
     assert failed["error"] is not None
     assert "getUserMedia" in failed["error"]["message"]
+    # The page says why, and what to do, instead of the SDK's TypeError alone.
+    assert "not served over https" in (await plain.text_content("#error-advice") or "")
     # It failed before any session socket was opened, and no telemetry token was asked for.
     assert (plain_server.state.live, list(plain_server.state.ended)) == (set(), [])
     assert (plain_server.state.sessions, plain_server.state.telemetry_tokens) == ({}, 0)

@@ -15,7 +15,16 @@ const ADVICE = {
   sessionTimeout: "The Digital Person took too long to start. Please try again.",
   controlFailed: "The conversation server could not be reached. Please try again later.",
   noSessionToResume: "Your previous session has ended. Connect again to start a new one.",
+  assetsFailed: "The Digital Person's assets could not be loaded. Please try again later.",
+  tooManySockets: "Too many sessions are open from here. Close one, then connect again.",
+  frameTooLarge: "A message was too long for the server. Send something shorter.",
+  protocolError: "The server could not use what this browser sent. Please try again, or tell " +
+    "the site's operator.",
 };
+
+// Off loopback, plain http is not a secure context: the browser gives the page no devices.
+const INSECURE = "This page is not served over https, so the browser gives it no microphone or " +
+  "camera. Open it at its https:// address, or connect with no devices.";
 
 const $ = (id) => document.getElementById(id);
 
@@ -53,7 +62,11 @@ function showError(error) {
   if (!error) return;
   $("error-name").textContent = error.name;
   $("error-message").textContent = error.message;
-  $("error-advice").textContent = ADVICE[error.name] || "Something went wrong. Please try again.";
+  const noDevices = !window.isSecureContext && !navigator.mediaDevices;
+  const deviceError = ["noUserMedia", "notSupported", "TypeError"].includes(error.name);
+  $("error-advice").textContent = noDevices && deviceError
+    ? INSECURE
+    : ADVICE[error.name] || "Something went wrong. Please try again.";
 }
 
 function showDevices() {
