@@ -236,3 +236,23 @@ async def test_a_frozen_client_frees_its_person_within_five_seconds(server: Dpki
         await stop(process)
     assert gone_after < 5.0
     assert [info.ending for info in server.state.ended] == ["connectionLost"]
+
+
+async def test_media_that_goes_silent_is_noticed_by_ice_consent(server: DpkitServer) -> None:
+    """The socket stays open but the client's UDP goes quiet: ICE consent ends the session."""
+    async with raw_client(server) as client:
+        await client.connect()
+        assert server.state.pool.in_use == 1
+        # Drop the client's ICE sockets without a word: no DTLS close, no STUN answers.
+        for transceiver in client.pc.getTransceivers():
+            connection = transceiver.sender.transport.transport._connection
+            for protocol in connection._protocols:
+                protocol.transport.abort()
+        silenced = time.monotonic()
+        frames = await client.until_closed(within=15 * UNIT)
+        noticed_after = time.monotonic() - silenced
+    assert frames[-1] == Close("mediaStreamFailed")
+    # Consent is checked every second and four misses end it, then the server gives the
+    # client's close frame its grace of 2 s: well under aioice's 30 s.
+    assert noticed_after < 10.0
+    assert server.state.pool.in_use == 0
