@@ -117,14 +117,23 @@ async def token_for(
 
 
 @asynccontextmanager
+async def socket_with(
+    http: aiohttp.ClientSession, token: dict[str, Any]
+) -> AsyncIterator[RawClient]:
+    """A raw client on the socket that ``token`` opens; its peer connection closed at the end."""
+    async with http.ws_connect(token["url"], params={"access_token": token["jwt"]}) as ws:
+        client = RawClient(ws)
+        try:
+            yield client
+        finally:
+            await client.pc.close()
+
+
+@asynccontextmanager
 async def raw_client(
     server: Reachable, *, label: str = "default", local_address: str | None = None
 ) -> AsyncIterator[RawClient]:
     async with http_session(local_address) as http:
         token = await token_for(http, server, label)
-        async with http.ws_connect(token["url"], params={"access_token": token["jwt"]}) as ws:
-            client = RawClient(ws)
-            try:
-                yield client
-            finally:
-                await client.pc.close()
+        async with socket_with(http, token) as client:
+            yield client

@@ -18,6 +18,9 @@ UNIT = float(os.environ.get("DPKIT_TEST_UNIT", "1.0"))
 
 ServerFactory = Callable[..., Any]
 
+#: ``dpkit connect`` options for a client that neither asks for nor sends any media.
+NO_MEDIA_ARGS = ("--devices", "none", "--request", "none", "--require", "none")
+
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {

@@ -13,7 +13,7 @@ import pytest
 from dpkit import Scene
 from dpkit.cli import build_parser
 from dpkit.server import DpkitServer
-from tests.support import ServerFactory, until
+from tests.support import NO_MEDIA_ARGS, ServerFactory, until
 
 COMMANDS = [
     "serve",
@@ -69,12 +69,7 @@ async def test_connect_json_reports_each_state_then_the_disconnection(
         "--json",
         "--duration",
         "1",
-        "--devices",
-        "none",
-        "--request",
-        "none",
-        "--require",
-        "none",
+        *NO_MEDIA_ARGS,
     )
     assert code == 0, err
     events = [json.loads(line) for line in out.splitlines()]

@@ -24,7 +24,7 @@ from dpkit.server import DpkitServer, PersonaSettings
 from dpkit.server.assets import BUILTIN_BUNDLE, write_manifest
 from tests.raw_client import raw_client, token_for
 from tests.served import stop
-from tests.support import UNIT, ServerFactory, serving, until
+from tests.support import NO_MEDIA_ARGS, UNIT, ServerFactory, serving, until
 
 
 def quiet_scene(server: DpkitServer, label: str = "default") -> Scene:
@@ -213,12 +213,7 @@ async def test_a_frozen_client_frees_its_person_within_five_seconds(server: Dpki
         "--json",
         "--duration",
         "120",
-        "--devices",
-        "none",
-        "--request",
-        "none",
-        "--require",
-        "none",
+        *NO_MEDIA_ARGS,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
         env={**os.environ, "COLUMNS": "120"},

@@ -14,7 +14,7 @@ from dpkit.protocol.messages import Close, Established
 from dpkit.server import DpkitServer
 from dpkit.server.keys import KeyStore
 from dpkit.server.webhooks import signature
-from tests.raw_client import RawClient, token_for
+from tests.raw_client import RawClient, socket_with, token_for
 from tests.support import ServerFactory, serving, until
 
 ELSEWHERE = "https://evil.example"
@@ -53,12 +53,8 @@ async def test_a_token_whose_session_connected_is_spent(server: DpkitServer) -> 
     """Once its session reached Connected, the token opens nothing more, even after it ended."""
     async with aiohttp.ClientSession() as http:
         token = await token_for(http, server)
-        async with http.ws_connect(token["url"], params={"access_token": token["jwt"]}) as ws:
-            client = RawClient(ws)
-            try:
-                await client.connect()
-            finally:
-                await client.pc.close()
+        async with socket_with(http, token) as client:
+            await client.connect()
         await until(lambda: not server.state.live)
         async with http.get(token["url"], params={"access_token": token["jwt"]}) as reply:
             assert reply.status == 401
@@ -79,12 +75,8 @@ async def test_a_refused_socket_gives_its_token_back(start_server: ServerFactory
             ]
         await holder.disconnect()
         await until(lambda: server.state.pool.in_use == 0)
-        async with http.ws_connect(token["url"], params={"access_token": token["jwt"]}) as ws:
-            client = RawClient(ws)
-            try:
-                await client.connect()
-            finally:
-                await client.pc.close()
+        async with socket_with(http, token) as client:
+            await client.connect()
 
 
 # --- origins ------------------------------------------------------------------------------------

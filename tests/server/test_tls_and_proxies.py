@@ -25,7 +25,7 @@ from dpkit.server import DpkitServer, Settings
 from dpkit.server.endpoints import TOKEN_PATH
 from tests.certificates import Certificate, self_signed, write_key
 from tests.served import served
-from tests.support import UNIT, ServerFactory, make_settings
+from tests.support import NO_MEDIA_ARGS, UNIT, ServerFactory, make_settings
 
 #: What a TLS-terminating proxy in front of the server says about the client's request.
 PROXIED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "dp.example.com"}
@@ -131,12 +131,7 @@ async def run_connect(api_key: str, environ: dict[str, str]) -> tuple[int | None
         "--json",
         "--duration",
         "0.2",
-        "--devices",
-        "none",
-        "--request",
-        "none",
-        "--require",
-        "none",
+        *NO_MEDIA_ARGS,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
