@@ -42,7 +42,9 @@ class UserPeer:
         # As the browser does: a TURN server in the list means relay only.
         relay = any(url.startswith(("turn:", "turns:")) for s in ice_servers for url in s.urls)
         config = RTCConfiguration(
-            iceServers=servers or None,
+            # The server's list, even empty: given None, aiortc would ask Google's STUN server,
+            # which neither side configured (the browser asks none either).
+            iceServers=servers,
             iceTransportPolicy=RTCIceTransportPolicy.RELAY if relay else RTCIceTransportPolicy.ALL,
         )
         self._pc = RTCPeerConnection(config)

@@ -17,8 +17,8 @@ CLIENT_LOG_LINES_PER_FRAME = 20
 
 #: A client that breaks the protocol this many times is closed with ``protocolError``.
 MAX_VIOLATIONS = 50
-#: Violations logged at WARNING per session; the rest at DEBUG, counted in the closing line.
-LOGGED_VIOLATIONS = 3
+#: Violations logged at WARNING per session (the first says what was wrong); the rest at DEBUG.
+LOGGED_VIOLATIONS = 1
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,11 @@ SCENE = "scene"
 DIAGNOSTICS = "diagnostics"
 DPKIT = "dpkit"
 
+#: How deep a frame may nest objects and arrays. The protocol's own frames nest a few levels; a
+#: frame nested near the recursion limit still decodes, and then breaks whatever walks it later
+#: (a repr in a log line, json.dumps when it is relayed), so it is refused at the door.
+MAX_NESTING = 32
+
 
 class _Body:
     """Typed, validating reads from a frame body; errors name the frame and the field."""
@@ -542,6 +547,8 @@ def parse_frame(text: str | bytes) -> Frame:
         raise ProtocolError(f"frame is not usable JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ProtocolError(f"frame must be a JSON object, got {type(data).__name__}")
+    if _nests_deeper(data, MAX_NESTING):
+        raise ProtocolError(f"frame nests objects and arrays deeper than {MAX_NESTING} levels")
     envelope = _Body("frame", data)
     category = envelope.text("category")
     name = envelope.text("name")
@@ -566,6 +573,18 @@ def parse_frame(text: str | bytes) -> Frame:
     if category == DPKIT:
         return DpkitEvent(name, raw_body)
     return UnknownFrame(category, kind, name, raw_body)
+
+
+def _nests_deeper(value: JSONObject, limit: int) -> bool:
+    """Whether ``value`` nests objects and arrays over ``limit`` deep (walked, not recursed)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _parse_scene(envelope: _Body, kind: str, name: str, body: JSONObject) -> Frame:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import re
 from typing import cast
 
 from dpkit.errors import InvalidStateError, ProtocolError
@@ -73,6 +74,8 @@ from dpkit.protocol.messages import (
 from dpkit.protocol.sdp import OfferLayout, check_candidate, check_offer
 
 logger = logging.getLogger("dpkit.server")
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: Scene events an orchestration server sends the session server through the client's relay.
 ORCHESTRATION_EVENTS = frozenset({"conversationResponse", "endConversation"})
@@ -373,6 +376,9 @@ class ServerSession:
                 problem = f"{payload.name}: field 'text' must be a string"
             elif len(text) > self.limits.max_text_chars:
                 problem = self._too_long(payload.name, len(text))
+            elif _LONE_SURROGATE.search(text):
+                # JSON may escape half a surrogate pair ("\ud83d"); it is no text to speak.
+                problem = f"{payload.name}: field 'text' has a lone surrogate, it is not Unicode"
             if problem is not None:
                 self.violations += 1
                 logger.info("session %s: refused %s", self.session_id, problem)

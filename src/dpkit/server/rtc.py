@@ -50,7 +50,9 @@ class PersonaPeer:
             ipaddress.ip_address(address).is_loopback for address in addresses or ()
         )
         servers = [RTCIceServer(urls=url) for url in ice_servers]
-        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=servers or None))
+        # An empty list, never None: given None, aiortc asks Google's STUN server, which nobody
+        # configured, and an answer cut short leaves that lookup's failure unretrieved.
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         persona = person.persona
         self.video = PersonaVideoTrack(
             persona.video_width,
@@ -65,6 +67,7 @@ class PersonaPeer:
         self._levels: deque[float] = deque(maxlen=25)
         self._state = asyncio.Event()
         self._tasks = TaskOwner("persona-peer")
+        self._answering: asyncio.Task[str] | None = None
         self.received_frames = {"audio": 0, "video": 0}
         self._pc.on("connectionstatechange", self._state.set)
         self._pc.on("track", self._on_track)
@@ -80,6 +83,12 @@ class PersonaPeer:
         The offer has passed :func:`dpkit.protocol.sdp.check_offer`; whatever aiortc still
         refuses is turned into a :class:`ProtocolError` here, at the third-party boundary.
         """
+        # In a task of its own, which close() stops first: aioice closed in the middle of
+        # gathering registers the socket it was binding only after the close, and it leaks.
+        self._answering = asyncio.get_running_loop().create_task(self._answer(offer_sdp))
+        return await self._answering
+
+    async def _answer(self, offer_sdp: str) -> str:
         try:
             with ice_addresses(self._addresses):
                 await self._pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
@@ -156,6 +165,9 @@ class PersonaPeer:
             return
 
     async def close(self) -> None:
+        if self._answering is not None and not self._answering.done():
+            self._answering.cancel()
+            await asyncio.wait([self._answering])
         await self._tasks.close()
         await self._pc.close()
         self.video.stop()
