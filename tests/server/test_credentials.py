@@ -249,3 +249,27 @@ async def token_from(server: DpkitServer, address: str) -> dict[str, Any]:
     connector = aiohttp.TCPConnector(local_addr=(address, 0))
     async with aiohttp.ClientSession(connector=connector) as http:
         return await token_for(http, server)
+
+
+async def test_keys_add_origin_limits_a_new_key_on_the_running_server(server: DpkitServer) -> None:
+    """`dpkit keys add --origin` makes a key the running server gives only to that origin."""
+    from tests.test_cli import run_cli
+
+    data_dir = str(server.settings.data_dir)
+    code, out, err = await run_cli(
+        "keys", "add", "--label", "shop", "--origin", "https://shop.example", "--data-dir",
+        data_dir, "--url", server.url,
+    )  # fmt: skip
+    assert code == 0, err
+    key = "".join(out.split())
+    async with aiohttp.ClientSession() as http:
+        token_url = server.url + "/api/token"
+        status, _ = await get_json(http, token_url, {"key": key, "Origin": "https://shop.example"})
+        assert status == 200
+        status, _ = await get_json(http, token_url, {"key": key, "Origin": ELSEWHERE})
+        assert status == 403
+    code, out, _err = await run_cli("keys", "list", "--data-dir", data_dir, "--url", server.url)
+    assert "https://shop.example" in out
+    code, _out, err = await run_cli("keys", "add", "--origin", "ftp://x", "--data-dir", data_dir)
+    assert code == 2
+    assert "not an origin" in err
