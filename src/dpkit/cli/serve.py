@@ -152,7 +152,10 @@ def print_banner(server: DpkitServer, console: Console) -> None:
     else:
         # Not a terminal: this text is going to a file or a log; keep the secrets out of it.
         keys_file = settings.data_dir / "keys.json"
-        console.print(f"  API key:         dpkit keys list --data-dir {settings.data_dir}")
+        console.print(
+            f"  API key:         dpkit keys list --data-dir {settings.data_dir} --url {server.url}",
+            soft_wrap=True,
+        )
         console.print(f"  admin token:     in {keys_file} (adminToken)")
     console.print(f"  connect with:    dpkit connect {server.url}")
     console.print(f"  watch with:      dpkit watch {server.url}")
