@@ -51,7 +51,7 @@ SETTLE_S = 2.0
 DRAIN_TIMEOUT_S = 30.0
 NODE = "node-1"
 #: The catch-all's lines: a failure no check foresaw, handled by closing the session.
-CATCH_ALL = re.compile(r"could not be handled|could not be answered")
+CATCH_ALL = re.compile(r"closing, (handling a client frame|answering the offer) failed")
 #: The server settings: limits high enough for one fuzzing address, short protocol timers, and
 #: client logs taken (so the fuzzer's are written to the server's log, escaped).
 SETTINGS: dict[str, Any] = {

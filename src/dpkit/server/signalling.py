@@ -13,8 +13,9 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -241,7 +242,8 @@ class SignallingSession:
         too_big = False
         async for message in self._ws:
             if message.type is WSMsgType.TEXT or message.type is WSMsgType.BINARY:
-                await self._guarded(self._machine.receive_text(message.data))
+                actions = self._machine.receive_text(message.data)
+                await self._or_close(self._execute(actions), "handling a client frame")
             elif message.type is WSMsgType.ERROR:
                 error = message.data
                 too_big = getattr(error, "code", None) == WSCloseCode.MESSAGE_TOO_BIG
@@ -256,26 +258,33 @@ class SignallingSession:
             )
             await self._execute(self._machine.end(FRAME_TOO_LARGE))
 
-    async def _guarded(self, actions: list[Action]) -> None:
-        """Carry out what one client frame asked for; whatever goes wrong, close with a reason.
+    async def _or_close(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Run ``work``; whatever goes wrong with it, close the session with a reason.
 
         The checks in the protocol core stop the input known to break the WebRTC stack; this is
         the last line for what they do not know yet: one WARNING line, a close the client can
-        read, and the session's resources released, never a dead reader and a traceback.
+        read, and the session's resources released, never a dead task and a traceback. A
+        failure after the session ended is its consequence, not news: DEBUG only.
         """
         try:
-            await self._execute(actions)
-        except ProtocolError as exc:
-            await self._notify_protocol_error(exc)
-            await self.end(PROTOCOL_ERROR)
+            await work
         except Exception as exc:
-            logger.warning(
-                "session %s: closing, a client frame could not be handled: %s: %s",
-                self.session_id or self.info.socket_id,
-                type(exc).__name__,
-                exc,
-            )
-            logger.debug("the frame's failure", exc_info=exc)
+            if self._ended():
+                logger.debug(
+                    "socket %s: %s moot, session ended: %r", self.info.socket_id, what, exc
+                )
+                return
+            if isinstance(exc, ProtocolError):
+                await self._notify_protocol_error(exc)
+            else:
+                logger.warning(
+                    "socket %s: closing, %s failed: %s: %s",
+                    self.info.socket_id,
+                    what,
+                    type(exc).__name__,
+                    exc,
+                )
+                logger.debug("how %s failed", what, exc_info=exc)
             await self.end(PROTOCOL_ERROR)
 
     async def _resumed_person(self, session_id: str) -> DigitalPerson | None:
@@ -356,7 +365,7 @@ class SignallingSession:
         elif isinstance(action, StartSession):
             # Its own task: the reader goes on, so a client that leaves while the assets load
             # is seen at once and the load is cancelled with the session.
-            self._tasks.spawn(self._start_guarded(action), "start")
+            self._tasks.spawn(self._or_close(self._start(action), "answering the offer"), "start")
         elif isinstance(action, AddRemoteCandidate):
             if not self._answered:
                 self._early_candidates.append(action)
@@ -379,27 +388,6 @@ class SignallingSession:
         except ConnectionError:
             # The client went away mid-send; the reader sees the end and releases the session.
             logger.debug("socket %s: could not send %r", self.info.socket_id, action.frame)
-
-    async def _start_guarded(self, action: StartSession) -> None:
-        try:
-            await self._start(action)
-        except Exception as exc:
-            if self._ended():
-                # The session ended while its offer was being answered (its peer connection
-                # was closed under aiortc, say): the failure is a consequence, not news.
-                logger.debug("socket %s: offer moot, session ended: %r", self.info.socket_id, exc)
-            elif isinstance(exc, ProtocolError):
-                await self._notify_protocol_error(exc)
-                await self.end(PROTOCOL_ERROR)
-            else:
-                logger.warning(
-                    "socket %s: closing, the offer could not be answered: %s: %s",
-                    self.info.socket_id,
-                    type(exc).__name__,
-                    exc,
-                )
-                logger.debug("the offer's failure", exc_info=exc)
-                await self.end(PROTOCOL_ERROR)
 
     async def _start(self, action: StartSession) -> None:
         """Load the persona's assets and answer the offer; then watch the transport."""
@@ -519,7 +507,12 @@ class SignallingSession:
         persona = self._state.settings.persona
         if persona.greet_at_start and self._talk is not None:
             self._talk.start_greeting(persona.greet_wait_s)
-        logger.info("session %s: connected (%s)", self.session_id, self._person_label())
+        logger.info(
+            "session %s: connected (%s, from %s)",
+            self.session_id,
+            self._person_label(),
+            self.client_address or "?",
+        )
         await peer.wait_closed_or_failed()
         # The Web SDK closes its peer connection just before it sends close {normal}: give that
         # frame a moment to arrive before calling the lost transport a failure.
