@@ -48,8 +48,6 @@ class RawClient:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
         self.pc = RTCPeerConnection()
-        #: dpkit's progress frames seen while receiving, in order.
-        self.progress: list[DpkitEvent] = []
 
     async def send(self, frame: Frame | str) -> None:
         await self.ws.send_str(frame if isinstance(frame, str) else serialize_frame(frame))
@@ -61,10 +59,8 @@ class RawClient:
             if message.type is not aiohttp.WSMsgType.TEXT:
                 return None
             frame = parse_frame(message.data)
-            if isinstance(frame, DpkitEvent) and frame.name in PROGRESS_REPORTS:
-                self.progress.append(frame)
-                continue
-            return frame
+            if not (isinstance(frame, DpkitEvent) and frame.name in PROGRESS_REPORTS):
+                return frame
 
     async def until_closed(self, within: float = 10 * UNIT) -> list[Frame]:
         """Every frame until the server closes the socket."""

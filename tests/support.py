@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,27 @@ from dpkit.server import PersonaSettings, Settings
 UNIT = float(os.environ.get("DPKIT_TEST_UNIT", "1.0"))
 
 ServerFactory = Callable[..., Any]
+
+
+async def spawn_dpkit(
+    *args: str,
+    environ: Mapping[str, str] | None = None,
+    stdin: int = asyncio.subprocess.DEVNULL,
+    stderr: int = asyncio.subprocess.PIPE,
+    columns: int = 120,
+) -> asyncio.subprocess.Process:
+    """``python -m dpkit ARGS`` in a process of its own, its output piped back to the test."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dpkit",
+        *args,
+        stdin=stdin,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
+        env={**(os.environ if environ is None else environ), "COLUMNS": str(columns)},
+    )
+
 
 #: ``dpkit connect`` options for a client that neither asks for nor sends any media.
 NO_MEDIA_ARGS = ("--devices", "none", "--request", "none", "--require", "none")

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
 from dpkit import Scene
 from dpkit.cli import build_parser
 from dpkit.server import DpkitServer
-from tests.support import NO_MEDIA_ARGS, ServerFactory, until
+from tests.support import NO_MEDIA_ARGS, ServerFactory, spawn_dpkit, until
 
 COMMANDS = [
     "serve",
@@ -45,15 +43,7 @@ def test_every_help_is_complete(argv: list[str], capsys: pytest.CaptureFixture[s
 
 
 async def run_cli(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "dpkit",
-        *args,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "COLUMNS": "120"},
-    )
+    process = await spawn_dpkit(*args)
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
@@ -154,10 +144,7 @@ async def test_connect_shows_the_place_in_the_queue(start_server: ServerFactory)
 
 async def test_interactive_session_toggles_devices_and_talks(server: DpkitServer) -> None:
     """Lines on stdin: words reach the persona and its answer is shown; /c, /p, /q act."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "dpkit",
+    process = await spawn_dpkit(
         "connect",
         server.api_key(),
         "--interactive",
@@ -168,9 +155,7 @@ async def test_interactive_session_toggles_devices_and_talks(server: DpkitServer
         "--duration",
         "30",
         stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "COLUMNS": "200"},
+        columns=200,
     )
     assert process.stdin is not None
     await until(lambda: len(server.state.sessions) == 1, within=30)

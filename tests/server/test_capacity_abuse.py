@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from dpkit.server import DpkitServer, PersonaSettings
 from dpkit.server.assets import BUILTIN_BUNDLE, write_manifest
 from tests.raw_client import raw_client, token_for
 from tests.served import stop
-from tests.support import NO_MEDIA_ARGS, UNIT, ServerFactory, serving, until
+from tests.support import NO_MEDIA_ARGS, UNIT, ServerFactory, serving, spawn_dpkit, until
 
 
 def quiet_scene(server: DpkitServer, label: str = "default") -> Scene:
@@ -204,19 +203,14 @@ async def test_a_client_leaving_while_assets_load_frees_its_person_at_once(
 
 async def test_a_frozen_client_frees_its_person_within_five_seconds(server: DpkitServer) -> None:
     """A connected client stopped with SIGSTOP (no FIN, no close) is gone within 5 s."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "dpkit",
+    process = await spawn_dpkit(
         "connect",
         server.api_key(),
         "--json",
         "--duration",
         "120",
         *NO_MEDIA_ARGS,
-        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "COLUMNS": "120"},
     )
     try:
         await until(lambda: any(s.info.connected_at for s in server.state.sessions.values()))

@@ -23,6 +23,8 @@ from dpkit.protocol.messages import (
     Established,
     Ice,
     Offer,
+    SceneRequest,
+    SceneResponse,
 )
 from dpkit.server import DpkitServer
 from dpkit.server.journal import SqliteJournal
@@ -128,7 +130,12 @@ async def test_a_candidate_without_mid_but_with_an_index_is_used(
         candidate = Ice("candidate:9 1 udp 2130706431 127.0.0.1 5999 typ host", None, 0)
         await client.send(candidate)
         await client.send(Ice("", complete=True))
-        await asyncio.sleep(0.3 * UNIT)
+        # The socket's frames are handled in order: an answer to this one means the candidate
+        # before it was added.
+        await client.send(SceneRequest("getState", "t_1", {}))
+        response = await client.receive()
+        assert isinstance(response, SceneResponse)
+        assert response.transaction == "t_1"
         assert server.state.live
         assert not server.state.ended
 

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import ssl
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,7 +24,7 @@ from dpkit.server import DpkitServer, Settings
 from dpkit.server.endpoints import TOKEN_PATH
 from tests.certificates import Certificate, self_signed, write_key
 from tests.served import served
-from tests.support import NO_MEDIA_ARGS, UNIT, ServerFactory, make_settings
+from tests.support import NO_MEDIA_ARGS, UNIT, ServerFactory, make_settings, spawn_dpkit
 
 #: What a TLS-terminating proxy in front of the server says about the client's request.
 PROXIED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "dp.example.com"}
@@ -122,20 +121,8 @@ async def test_python_client_refuses_an_untrusted_certificate(
 
 async def run_connect(api_key: str, environ: dict[str, str]) -> tuple[int | None, str, str]:
     """``dpkit connect KEY --json`` for a moment, with no devices, in this environment."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "dpkit",
-        "connect",
-        api_key,
-        "--json",
-        "--duration",
-        "0.2",
-        *NO_MEDIA_ARGS,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=environ,
+    process = await spawn_dpkit(
+        "connect", api_key, "--json", "--duration", "0.2", *NO_MEDIA_ARGS, environ=environ
     )
     async with asyncio.timeout(30 * UNIT):
         out, err = await process.communicate()
@@ -213,10 +200,7 @@ async def test_dpkit_serve_with_a_missing_key_says_so_without_a_traceback(
 ) -> None:
     """`dpkit serve --tls-key MISSING` exits 2 with one line naming the file, no traceback."""
     missing = tmp_path / "missing.key"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "dpkit",
+    process = await spawn_dpkit(
         "serve",
         "--port",
         "0",
@@ -226,10 +210,8 @@ async def test_dpkit_serve_with_a_missing_key_says_so_without_a_traceback(
         str(certificate.cert),
         "--tls-key",
         str(missing),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "COLUMNS": "400"},
+        columns=400,
     )
     async with asyncio.timeout(30 * UNIT):
         output, _ = await process.communicate()

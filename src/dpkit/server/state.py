@@ -45,18 +45,18 @@ class ServerState:
     assets: AssetCache
     #: Persistent sessions whose client vanished, waiting for it to come back.
     detached: DetachedSessions
+    #: Session sockets open per API key and per client address (the limits are settings).
+    sockets_per_key: ConcurrencyQuota
+    sockets_per_address: ConcurrencyQuota
+    #: Token requests and new sockets per second per client address.
+    token_rate: RateLimiter
+    socket_rate: RateLimiter
     #: Every open session socket.
     live: set[SignallingSession] = field(default_factory=set)
     #: Accepted sessions by session id.
     sessions: dict[str, SignallingSession] = field(default_factory=dict)
     #: The most recent sessions that have ended, oldest first (the journal comes later).
     ended: deque[SessionInfo] = field(default_factory=lambda: deque(maxlen=1000))
-    #: Session sockets open per API key and per client address (the limits are settings).
-    sockets_per_key: ConcurrencyQuota = field(default_factory=lambda: ConcurrencyQuota(1))
-    sockets_per_address: ConcurrencyQuota = field(default_factory=lambda: ConcurrencyQuota(1))
-    #: Token requests and new sockets per second per client address.
-    token_rate: RateLimiter = field(default_factory=lambda: RateLimiter(1.0, 1))
-    socket_rate: RateLimiter = field(default_factory=lambda: RateLimiter(1.0, 1))
     #: Which token ids a socket holds, and which are spent.
     tokens_in_use: TokenLedger = field(default_factory=TokenLedger)
     #: Connections, requests and sockets refused, by the limit that refused them.

@@ -55,7 +55,3 @@ class TokenLedger:
                 continue  # its socket still runs; forgotten when it closes and expires again
             self._spent.discard(token_id)
             self._expiry.pop(token_id, None)
-
-    @property
-    def tracked(self) -> int:
-        return len(self._expiry)
