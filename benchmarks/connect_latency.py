@@ -51,11 +51,11 @@ from aiortc import RTCPeerConnection
 from dpkit import ConnectionStateData, Scene
 from dpkit.client import scene as scene_module
 from dpkit.client.peer import UserPeer
-from dpkit.media.face import FaceRenderer
-from dpkit.media.persona_audio import PersonaAudioTrack
-from dpkit.media.persona_video import PersonaVideoTrack
 from dpkit.rtc import ice_addresses
 from dpkit.server import DpkitServer, PersonaSettings, Settings
+from dpkit.server.persona_media.audio import PersonaAudioTrack
+from dpkit.server.persona_media.face import FaceRenderer
+from dpkit.server.persona_media.video import PersonaVideoTrack
 from dpkit.server.rtc import PersonaPeer
 
 LOOPBACK = ("127.0.0.1",)

@@ -15,9 +15,9 @@ import av
 import numpy as np
 
 from dpkit.media.clock import MediaClock
-from dpkit.media.face import EYE_LEVELS, MOUTH_LEVELS, FacePose, FaceRenderer
-from dpkit.media.persona_audio import PersonaAudioTrack
-from dpkit.media.persona_video import PersonaVideoTrack, Yuv420pConverter
+from dpkit.server.persona_media.audio import PersonaAudioTrack
+from dpkit.server.persona_media.face import EYE_LEVELS, MOUTH_LEVELS, FacePose, FaceRenderer
+from dpkit.server.persona_media.video import PersonaVideoTrack, Yuv420pConverter
 
 WIDTH, HEIGHT, FPS = 640, 480, 15.0
 SECONDS = 60  # of simulated stream time per video scenario

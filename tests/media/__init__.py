@@ -1,1 +1,1 @@
-"""Tests for dpkit.media: the persona's face and voice, synthetic devices, pacing and levels."""
+"""Tests for dpkit.media: the client's devices (capture, files, synthetic), pacing and levels."""

@@ -8,8 +8,7 @@ import time
 import pytest
 
 from dpkit.media.clock import MAX_LAG_S, MediaClock
-
-from .fakes import FakeTime
+from tests.fake_time import FakeTime
 
 
 async def test_first_timestamp_is_zero_and_immediate() -> None:

@@ -12,8 +12,7 @@ from aiortc.jitterbuffer import JitterFrame
 
 from dpkit.media.levels import audio_frame_to_mono, rms_dbfs
 from dpkit.media.synthetic import TestPatternVideoTrack, ToneAudioTrack, read_frame_index
-
-from .fakes import FakeTime
+from tests.fake_time import FakeTime
 
 
 def _tone(frequency: float = 440.0, level_dbfs: float = -20.0) -> ToneAudioTrack:

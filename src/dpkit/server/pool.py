@@ -17,8 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dpkit.media.face import FaceRenderer
 from dpkit.server.assets import Bundle
+from dpkit.server.persona_media.face import FaceRenderer
 from dpkit.server.settings import PersonaSettings
 
 logger = logging.getLogger("dpkit.server.pool")

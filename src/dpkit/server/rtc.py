@@ -24,10 +24,10 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from dpkit.errors import ProtocolError
 from dpkit.media.levels import audio_frame_to_mono, rms_dbfs
-from dpkit.media.persona_audio import PersonaAudioTrack
-from dpkit.media.persona_video import PersonaVideoTrack
 from dpkit.protocol.actions import AddRemoteCandidate
 from dpkit.rtc import ice_addresses
+from dpkit.server.persona_media.audio import PersonaAudioTrack
+from dpkit.server.persona_media.video import PersonaVideoTrack
 from dpkit.server.pool import DigitalPerson
 from dpkit.server.speech import PersonaSpeaker
 from dpkit.tasks import TaskOwner

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from dpkit.errors import ProtocolError
-from dpkit.media.voice import EspeakVoice, VoiceError
 from dpkit.protocol.actions import (
     Action,
     AddRemoteCandidate,
@@ -57,6 +56,7 @@ from dpkit.protocol.server import (
 from dpkit.server.assets import BUILTIN_BUNDLE, AssetError, AssetProgress, Bundle
 from dpkit.server.conversation import Corpus
 from dpkit.server.idle import IdleTimer
+from dpkit.server.persona_media.voice import EspeakVoice, VoiceError
 from dpkit.server.pool import DigitalPerson, QueuePosition, QueueRefused
 from dpkit.server.rtc import PersonaPeer
 from dpkit.server.talk import PersonaTalk

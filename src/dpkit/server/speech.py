@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from dpkit.media.voice import EspeakVoice, Utterance
+from dpkit.server.persona_media.voice import EspeakVoice, Utterance
 
 logger = logging.getLogger("dpkit.server.speech")
 

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from dpkit.media.voice import EspeakVoice
 from dpkit.protocol.messages import Frame, SceneEvent, SceneRequest, SceneResponse
 from dpkit.server.conversation import Answer, Corpus
+from dpkit.server.persona_media.voice import EspeakVoice
 from dpkit.server.speech import IDLE, PersonaSpeaker, SpeechBacklogFull
 from dpkit.tasks import TaskOwner
 

@@ -11,7 +11,7 @@ import pytest
 
 from dpkit.errors import DpkitError
 from dpkit.media.levels import rms_dbfs
-from dpkit.media.voice import (
+from dpkit.server.persona_media.voice import (
     LEAD_IN_S,
     SAMPLE_RATE,
     TAIL_S,

@@ -6,7 +6,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from dpkit.media.face import BLINK_DURATION, EYE_LEVELS, MOUTH_LEVELS, FacePose, FaceRenderer
+from dpkit.server.persona_media.face import (
+    BLINK_DURATION,
+    EYE_LEVELS,
+    MOUTH_LEVELS,
+    FacePose,
+    FaceRenderer,
+)
 
 U8 = npt.NDArray[np.uint8]
 

@@ -23,7 +23,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.video.reformatter import VideoReformatter
 
 from dpkit.media.clock import MediaClock
-from dpkit.media.face import FaceRenderer
+from dpkit.server.persona_media.face import FaceRenderer
 
 VIDEO_CLOCK_RATE = 90000
 MAX_FPS = 60.0

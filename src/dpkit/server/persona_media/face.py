@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from dpkit.media.lru import LruCache
+from dpkit.server.persona_media.lru import LruCache
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]

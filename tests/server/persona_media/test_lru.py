@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dpkit.media.lru import LruCache
+from dpkit.server.persona_media.lru import LruCache
 
 
 def test_least_recently_used_entry_is_evicted() -> None:

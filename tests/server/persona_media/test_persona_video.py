@@ -11,10 +11,9 @@ import pytest
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import MediaStreamError
 
-from dpkit.media.face import FaceRenderer
-from dpkit.media.persona_video import PersonaVideoTrack, Yuv420pConverter
-
-from .fakes import FakeTime
+from dpkit.server.persona_media.face import FaceRenderer
+from dpkit.server.persona_media.video import PersonaVideoTrack, Yuv420pConverter
+from tests.fake_time import FakeTime
 
 
 def _track(

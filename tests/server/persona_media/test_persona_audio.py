@@ -11,9 +11,13 @@ import pytest
 from aiortc.mediastreams import MediaStreamError
 
 from dpkit.media.levels import audio_frame_to_mono, rms_dbfs
-from dpkit.media.persona_audio import FRAME_SAMPLES, PersonaAudioTrack, SampleSource, room_tone
-
-from .fakes import FakeTime
+from dpkit.server.persona_media.audio import (
+    FRAME_SAMPLES,
+    PersonaAudioTrack,
+    SampleSource,
+    room_tone,
+)
+from tests.fake_time import FakeTime
 
 
 def _track(source: SampleSource | None = None) -> PersonaAudioTrack:
