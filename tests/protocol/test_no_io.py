@@ -10,22 +10,11 @@ import pytest
 
 import dpkit.errors
 import dpkit.protocol
+from tests.imports import imported_modules
 
 PROTOCOL_FILES = sorted(Path(dpkit.protocol.__file__).parent.glob("*.py"))
 ERRORS_FILE = Path(dpkit.errors.__file__)
 FORBIDDEN = {"asyncio", "time", "socket"}
-
-
-def imported_modules(path: Path) -> list[str]:
-    """The absolute module names a source file imports (relative imports stay in the package)."""
-    names: list[str] = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            assert node.module is not None
-            names.append(node.module)
-    return names
 
 
 def is_stdlib(module: str) -> bool:

@@ -13,6 +13,7 @@ from types import TracebackType
 
 from aiohttp import web
 
+from dpkit.extras import require_extra
 from dpkit.server.access_log import RedactingAccessLogger
 from dpkit.server.app import create_app
 from dpkit.server.connections import ConnectionGuard, GuardedSite
@@ -26,6 +27,7 @@ class DpkitServer:
     """A running ``dpkit serve``: its URL, its default API key and its state."""
 
     def __init__(self, settings: Settings) -> None:
+        require_extra("server", "dpkit serve")
         self.settings = settings
         self.app = create_app(settings)
         self._runner = web.AppRunner(

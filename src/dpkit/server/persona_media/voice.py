@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import av
-import espeakng_loader  # type: ignore[import-untyped]
 import numpy as np
 import numpy.typing as npt
 
@@ -257,6 +256,12 @@ class _Espeak:
     def _load(self) -> Any:
         if self._lib is not None:
             return self._lib
+        try:
+            import espeakng_loader  # type: ignore[import-untyped]  # the dpkit[server] extra
+        except ImportError as exc:
+            raise VoiceError(
+                "the persona's voice needs dpkit's 'server' extra: pip install 'dpkit[server]'"
+            ) from exc
         try:
             lib = ctypes.CDLL(espeakng_loader.get_library_path())
             data_path = str(espeakng_loader.get_data_path())

@@ -1,0 +1,1 @@
+"""Tests of dpkit as a user installs it: the sdist, the wheel, and fresh virtual environments."""
