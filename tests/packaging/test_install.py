@@ -13,17 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.packaging.installed import REPO, Dist, Venv, build, make_venv
+from tests.packaging.installed import REPO, Dist, Venv, make_venv
 
 pytestmark = pytest.mark.timeout(900)
 
 SERVER_ONLY = {"espeakng-loader"}
 AUDIO_ONLY = {"sounddevice"}
-
-
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Dist:
-    return build(tmp_path_factory.mktemp("dist"))
 
 
 @pytest.fixture(scope="module")
