@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.async_api import Browser
@@ -33,7 +32,7 @@ BANNER = re.compile(r"dpkit serve on (\S+)")
 PINNED = "15.8.1"
 UNREACHABLE_REGISTRY = "http://127.0.0.1:9"
 BUNDLES = REPO / "node_modules" / "@soulmachines" / "smwebsdk" / "bundles"
-NO_DEVICES: dict[str, Any] = {"request_microphone": 0, "request_camera": 0}
+DEVICES = ["microphone", "camera"]  # Chromium's fake devices, permitted
 
 
 @pytest.fixture(scope="module")
@@ -104,14 +103,18 @@ async def test_the_page_connects_with_the_web_sdk_dpkit_fetched_itself(
     server_venv: Venv, browser: Browser, tmp_path: Path
 ) -> None:
     async with installed_serve(server_venv, tmp_path) as server:
-        assert "registry" in server.log(), "the banner does not say where the SDK comes from"
+        banner = f"{PINNED} will be fetched from https://registry.npmjs.org on first use"
+        assert banner in server.log(), "the banner does not say where the SDK comes from"
         assert not installed_copy(server.home).exists()
-        page = await open_page(browser, server.url, **NO_DEVICES)
+        page = await open_page(browser, server.url, permissions=DEVICES)
         seen = await connect(page)
         assert seen["error"] is None, seen
         assert seen["sessionId"]
         assert [state["name"] for state in seen["states"]][-1] == "Connected"
         assert installed_copy(server.home).is_file()
+        assert f"fetching the page's Web SDK {PINNED} from https://registry.npmjs.org" in (
+            server.log()
+        )
         assert "Traceback" not in server.log()
 
 
@@ -124,7 +127,7 @@ async def test_the_page_connects_from_web_sdk_dir_with_the_registry_unreachable(
         server_venv, tmp_path, "--web-sdk-dir", str(BUNDLES), environ=unreachable
     ) as server:
         assert str(BUNDLES) in server.log()
-        page = await open_page(browser, server.url, **NO_DEVICES)
+        page = await open_page(browser, server.url, permissions=DEVICES)
         seen = await connect(page)
         assert seen["error"] is None, seen
         assert [state["name"] for state in seen["states"]][-1] == "Connected"
