@@ -13,44 +13,68 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from dpkit.errors import (
+    AssetsFailed,
+    ConfigurationError,
     ConnectionError_,
     ControlFailed,
     DpkitError,
+    FrameTooLarge,
+    InvalidStateError,
     MediaStreamFailed,
     NoScene,
     NoSessionToResume,
     NotSupported,
     NoUserMedia,
     ProtocolError,
+    ProtocolRejected,
+    RequestFailed,
     ServerConnectionFailed,
     SessionTimeout,
+    TooManySockets,
+    UnknownConnectionError,
 )
 
 if TYPE_CHECKING:
     from dpkit.client import (
+        BackendMissing,
+        DeviceError,
+        DeviceFailure,
         DeviceProvider,
+        FrameCounts,
+        FrameStream,
         MediaDevices,
         NoDevices,
         Persona,
         RetryOptions,
         Scene,
         SyntheticDevices,
+        SystemDevices,
         TokenServer,
     )
+    from dpkit.extras import MissingExtra
+    from dpkit.media.files import MediaFileDevices
     from dpkit.protocol.states import ConnectionStateData, ConnectionStateName, QueueInfo
 
 __version__ = "0.1.0"
 
 # Each lazily loaded name, and the module it comes from.
 _LAZY = {
+    "BackendMissing": "dpkit.client",
+    "DeviceError": "dpkit.client",
+    "DeviceFailure": "dpkit.client",
     "DeviceProvider": "dpkit.client",
+    "FrameCounts": "dpkit.client",
+    "FrameStream": "dpkit.client",
     "MediaDevices": "dpkit.client",
     "NoDevices": "dpkit.client",
     "Persona": "dpkit.client",
     "RetryOptions": "dpkit.client",
     "Scene": "dpkit.client",
     "SyntheticDevices": "dpkit.client",
+    "SystemDevices": "dpkit.client",
     "TokenServer": "dpkit.client",
+    "MediaFileDevices": "dpkit.media.files",
+    "MissingExtra": "dpkit.extras",
     "ConnectionStateData": "dpkit.protocol.states",
     "ConnectionStateName": "dpkit.protocol.states",
     "QueueInfo": "dpkit.protocol.states",
@@ -71,14 +95,25 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AssetsFailed",
+    "BackendMissing",
+    "ConfigurationError",
     "ConnectionError_",
     "ConnectionStateData",
     "ConnectionStateName",
     "ControlFailed",
+    "DeviceError",
+    "DeviceFailure",
     "DeviceProvider",
     "DpkitError",
+    "FrameCounts",
+    "FrameStream",
+    "FrameTooLarge",
+    "InvalidStateError",
     "MediaDevices",
+    "MediaFileDevices",
     "MediaStreamFailed",
+    "MissingExtra",
     "NoDevices",
     "NoScene",
     "NoSessionToResume",
@@ -86,12 +121,17 @@ __all__ = [
     "NotSupported",
     "Persona",
     "ProtocolError",
+    "ProtocolRejected",
     "QueueInfo",
+    "RequestFailed",
     "RetryOptions",
     "Scene",
     "ServerConnectionFailed",
     "SessionTimeout",
     "SyntheticDevices",
+    "SystemDevices",
     "TokenServer",
+    "TooManySockets",
+    "UnknownConnectionError",
     "__version__",
 ]

@@ -1,7 +1,8 @@
 """dpkit's one exception tree.
 
-Every error the public API raises is a :class:`DpkitError`. Connection errors carry the seed's
-``name`` strings, so ``error.name == "noScene"`` works exactly as in the Web SDK::
+Every error the public API raises is a :class:`DpkitError`, and every one is importable from
+``dpkit``. Connection errors carry the seed's ``name`` strings, so ``error.name == "noScene"``
+works exactly as in the Web SDK::
 
     DpkitError                      base; .name, .retryable, .advice
     ├── ConnectionError_            connect() failed; .name is the seed's error name
@@ -23,6 +24,16 @@ Every error the public API raises is a :class:`DpkitError`. Connection errors ca
     ├── InvalidStateError           the API was used in a state that does not allow it
     └── ConfigurationError          bad settings, API key or arguments
 
+Elsewhere, beside the code that raises them: ``dpkit.client.devices.DeviceError`` (a device
+provider could not open a device; ``connect()`` turns it into ``NoUserMedia``),
+``dpkit.media.capture.BackendMissing`` (no PortAudio, or no camera input in PyAV) and
+``dpkit.extras.MissingExtra`` (an optional extra is not installed).
+
+Each error has a ``message`` (what happened) and an ``advice`` (what to do about it). A class
+gives the general advice for its name; an error whose cause is known carries advice for that
+cause instead (``DpkitError(message, advice=...)``): connection refused names the URL and asks
+whether ``dpkit serve`` runs there, a blocked device names ``dpkit permissions reset``.
+
 ``ConnectionError_`` has a trailing underscore so it never shadows the builtin.
 """
 
@@ -36,11 +47,14 @@ class DpkitError(Exception):
 
     name: str = "dpkitError"
     retryable: ClassVar[bool] = False
-    advice: ClassVar[str] = ""
+    #: What to do about it: the class's general advice, or the instance's for a known cause.
+    advice: str = ""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, advice: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if advice is not None:
+            self.advice = advice
 
     def __str__(self) -> str:
         return f"{self.name}: {self.message}"
@@ -79,7 +93,10 @@ class NotSupported(ConnectionError_):
     """This platform has no way to capture media."""
 
     name = "notSupported"
-    advice = "This platform cannot capture media: connect without devices, or install a backend."
+    advice = (
+        "This machine has no way to capture media: install a backend (pip install 'dpkit[audio]' "
+        "for the microphone), or connect with no devices requested."
+    )
 
 
 class MediaStreamFailed(ConnectionError_):
@@ -151,8 +168,8 @@ class UnknownConnectionError(ConnectionError_):
 
     advice = "The server ended the connection unexpectedly: try again, or check the server's log."
 
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, name: str, message: str, *, advice: str | None = None) -> None:
+        super().__init__(message, advice=advice)
         self.name = name
 
 

@@ -106,6 +106,7 @@ async def test_three_refusals_block_and_the_fourth_request_asks_nothing(
         f"blocked after 3 refusals for {ORIGIN}: run 'dpkit permissions reset --origin {ORIGIN}'"
         in error.message
     )
+    assert f"run 'dpkit permissions reset --origin {ORIGIN} --device microphone'" in error.advice
 
 
 async def test_reset_unblocks_so_the_prompt_is_asked_again(store: ConsentStore) -> None:
@@ -214,6 +215,11 @@ async def test_revoke_blocks_without_asking_again(store: ConsentStore) -> None:
     granted = await ConsentGate(store, user).request(ORIGIN, BOTH)
     assert (granted.microphone, granted.camera) == (True, False)
     assert user.calls == []
+    # Blocked by a revoke, not by refusals: the error says so, and how to undo it.
+    error = ConsentGate(store, user).blocked_error(ORIGIN, "camera")
+    assert "access was revoked" in error.message
+    assert "refusals" not in error.message
+    assert f"dpkit permissions reset --origin {ORIGIN} --device camera" in error.advice
 
 
 def test_revoke_leaves_a_block_a_block(store: ConsentStore) -> None:

@@ -6,14 +6,19 @@ import asyncio
 
 import pytest
 
-from dpkit import Scene
+from dpkit import Scene, SyntheticDevices
 from dpkit.server import DpkitServer
 from tests.support import UNIT, until
 
 
 async def test_camera_and_microphone_toggle_mid_session(server: DpkitServer) -> None:
     """State, events and the server's view agree, and no new offer is sent."""
-    scene = Scene(server.api_key(), requested_media_devices={}, required_media_devices={})
+    scene = Scene(
+        server.api_key(),
+        requested_media_devices={},
+        required_media_devices={},
+        devices=SyntheticDevices(),
+    )
     changes: list[tuple[str, bool]] = []
     scene.on_camera_active.add_listener(lambda _s, on: changes.append(("camera", on)))
     scene.on_microphone_active.add_listener(lambda _s, on: changes.append(("microphone", on)))

@@ -136,8 +136,11 @@ async def test_three_refusals_block_the_fourth_connect_without_asking(
     with pytest.raises(NoUserMedia) as caught:
         await scene.connect()
     assert user.asked == 3
-    assert "dpkit permissions reset --origin" in str(caught.value.__cause__)
     origin = server.url
+    # The seed's message, and the way out in the error's own advice, not only in its cause.
+    assert caught.value.message == PERMITTED
+    assert f"dpkit permissions reset --origin {origin} --device microphone" in (caught.value.advice)
+    assert "dpkit permissions reset --origin" in str(caught.value.__cause__)
     assert store.get(origin, "microphone").decision is Decision.BLOCKED
     assert list(server.state.ended) == []
     store.reset(origin)
@@ -156,3 +159,41 @@ async def test_three_refusals_block_the_fourth_connect_without_asking(
 async def allow(origin: str, devices: MediaDevices) -> MediaDevices:
     """A fake at the user-interaction boundary: the user allows whatever is asked."""
     return devices
+
+
+async def test_a_refusal_advises_answering_yes_and_counts_what_is_left(
+    server: DpkitServer,
+) -> None:
+    """Refused once: the advice says it was declined, how to allow it, and how many refusals
+    block it."""
+    scene = Scene(
+        server.api_key(),
+        requested_media_devices={"microphone": True},
+        required_media_devices={"microphone": True},
+        devices=RealMachine(),
+        consent=ConsentGate(MemoryConsentStore(), Refuser()),
+    )
+    with pytest.raises(NoUserMedia) as caught:
+        await scene.connect()
+    assert caught.value.message == PERMITTED
+    assert "declined" in caught.value.advice
+    assert "answer y" in caught.value.advice
+    assert "1 of 3 refusals" in caught.value.advice
+
+
+async def test_nobody_to_ask_advises_a_terminal_or_a_prompt(server: DpkitServer) -> None:
+    """No prompt (no terminal) and nothing remembered: the advice says nobody was asked."""
+    store = MemoryConsentStore()
+    scene = Scene(
+        server.api_key(),
+        requested_media_devices={"microphone": True},
+        required_media_devices={"microphone": True},
+        devices=RealMachine(),
+        consent=ConsentGate(store, None),
+    )
+    with pytest.raises(NoUserMedia) as caught:
+        await scene.connect()
+    assert caught.value.message == PERMITTED
+    assert "Nobody was asked" in caught.value.advice
+    assert "terminal" in caught.value.advice
+    assert store.list() == []  # nobody refused, so nothing is counted

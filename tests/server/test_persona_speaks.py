@@ -9,7 +9,7 @@ import time
 import av
 import numpy as np
 
-from dpkit import Persona, Scene
+from dpkit import Persona, Scene, SyntheticDevices
 from dpkit.media.levels import audio_frame_to_mono, rms_dbfs
 from dpkit.server import DpkitServer, PersonaSettings
 from tests.support import UNIT, ServerFactory, until
@@ -167,6 +167,7 @@ async def test_the_microphone_is_muted_while_the_persona_speaks(
         server.api_key(),
         requested_media_devices={"microphone": True},
         required_media_devices={"microphone": True},
+        devices=SyntheticDevices(),
     )
     persona = Persona(scene)
     changes = speech_times(persona)

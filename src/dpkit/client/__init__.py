@@ -1,19 +1,79 @@
-"""dpkit's asyncio client SDK: ``Scene`` and what it needs."""
+"""dpkit's asyncio client SDK: ``Scene`` and what it needs.
 
-from dpkit.client.devices import DeviceProvider, NoDevices, SyntheticDevices, UserMedia
-from dpkit.client.options import MediaDevices, RetryOptions
-from dpkit.client.persona import Persona
-from dpkit.client.scene import ConnectionStateView, Scene, TokenServer
+The names below load on first use, so that importing one part of the client (say
+``dpkit.client.devices``, which ``dpkit.media.capture`` builds on) does not load all of it:
+``Scene`` imports the capture module, and an eager import here would make that a cycle.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dpkit.client.devices import (
+        DeviceError,
+        DeviceFailure,
+        DeviceProvider,
+        NoDevices,
+        SyntheticDevices,
+        UserMedia,
+    )
+    from dpkit.client.frames import FrameCounts, FrameStream
+    from dpkit.client.options import MediaDevices, RetryOptions
+    from dpkit.client.persona import Persona
+    from dpkit.client.scene import ConnectionStateView, Scene, TokenServer
+    from dpkit.media.capture import BackendMissing, SystemDevices
+
+# Each name, and the module it comes from.
+_LAZY = {
+    "BackendMissing": "dpkit.media.capture",
+    "ConnectionStateView": "dpkit.client.scene",
+    "DeviceError": "dpkit.client.devices",
+    "DeviceFailure": "dpkit.client.devices",
+    "DeviceProvider": "dpkit.client.devices",
+    "FrameCounts": "dpkit.client.frames",
+    "FrameStream": "dpkit.client.frames",
+    "MediaDevices": "dpkit.client.options",
+    "NoDevices": "dpkit.client.devices",
+    "Persona": "dpkit.client.persona",
+    "RetryOptions": "dpkit.client.options",
+    "Scene": "dpkit.client.scene",
+    "SyntheticDevices": "dpkit.client.devices",
+    "SystemDevices": "dpkit.media.capture",
+    "TokenServer": "dpkit.client.scene",
+    "UserMedia": "dpkit.client.devices",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dpkit.client' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
+    "BackendMissing",
     "ConnectionStateView",
+    "DeviceError",
+    "DeviceFailure",
     "DeviceProvider",
+    "FrameCounts",
+    "FrameStream",
     "MediaDevices",
     "NoDevices",
     "Persona",
     "RetryOptions",
     "Scene",
     "SyntheticDevices",
+    "SystemDevices",
     "TokenServer",
     "UserMedia",
 ]

@@ -9,7 +9,13 @@ from ssl import SSLContext
 import aiohttp
 
 from dpkit.apikey import decode_api_key
+from dpkit.client.reach import check_url, unreachable
 from dpkit.errors import ConfigurationError, ServerConnectionFailed
+
+#: The most of a token endpoint's answer that is read (an answer is a few hundred bytes).
+MAX_TOKEN_ANSWER_BYTES = 64 * 1024
+#: What a session socket URL may start with (aiohttp opens a WebSocket over any of them).
+SOCKET_SCHEMES = ("ws", "wss", "http", "https")
 
 
 @dataclass(frozen=True)
@@ -30,7 +36,7 @@ async def fetch_token(
     try:
         key = decode_api_key(api_key)
     except ConfigurationError as exc:
-        raise ServerConnectionFailed(f"Invalid API key: {exc.message}") from None
+        raise ServerConnectionFailed(f"Invalid API key: {exc.message}", advice=exc.advice) from None
     params = {"sessionId": session_id} if session_id else None
     try:
         async with (
@@ -42,26 +48,62 @@ async def fetch_token(
                 ssl=ssl if ssl is not None else True,
             ) as response,
         ):
-            text = await response.text()
-    except (aiohttp.ClientError, OSError) as exc:
+            # Bounded: a token answer is a few hundred bytes; a hostile endpoint may send more.
+            raw = await response.content.read(MAX_TOKEN_ANSWER_BYTES + 1)
+            status = response.status
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        raise unreachable("the token endpoint", key.auth_server, exc) from None
+    if len(raw) > MAX_TOKEN_ANSWER_BYTES:
         raise ServerConnectionFailed(
-            f"cannot reach the token endpoint {key.auth_server}: {exc}"
-        ) from None
-    return parse_token_answer(key.auth_server, text)
+            f"the token endpoint {key.auth_server} answered more than "
+            f"{MAX_TOKEN_ANSWER_BYTES} bytes (MAX_TOKEN_ANSWER_BYTES)",
+            advice=f"{key.auth_server} is not a dpkit token endpoint: check the API key's "
+            "authServer.",
+        )
+    return parse_token_answer(key.auth_server, raw.decode("utf-8", "replace"), status)
 
 
-def parse_token_answer(where: str, text: str) -> SessionToken:
+def parse_token_answer(where: str, text: str, status: int = 200) -> SessionToken:
     """Read ``{url, jwt}``; anything else is ``serverConnectionFailed`` saying why."""
+    not_dpkit = (
+        f"{where} does not answer as a dpkit token endpoint: check the API key's authServer "
+        "(dpkit serve's is <its URL>/api/token)."
+    )
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
-        raise ServerConnectionFailed(f"the token endpoint {where} did not answer JSON") from None
+        raise ServerConnectionFailed(
+            f"the token endpoint {where} did not answer JSON", advice=not_dpkit
+        ) from None
     if not isinstance(data, dict):
-        raise ServerConnectionFailed(f"the token endpoint {where} did not answer a JSON object")
+        raise ServerConnectionFailed(
+            f"the token endpoint {where} did not answer a JSON object", advice=not_dpkit
+        )
     url, jwt = data.get("url"), data.get("jwt")
     if isinstance(url, str) and url and isinstance(jwt, str) and jwt:
+        check_url("the socket URL the token endpoint gave", url, SOCKET_SCHEMES)
         return SessionToken(url, jwt)
     error = data.get("error")
     if isinstance(error, str):
-        raise ServerConnectionFailed(f"the token endpoint refused: {error}")
-    raise ServerConnectionFailed(f"the token endpoint {where} answered without 'url' and 'jwt'")
+        raise ServerConnectionFailed(
+            f"the token endpoint refused: {error[:500]}", advice=_refusal_advice(where, status)
+        )
+    raise ServerConnectionFailed(
+        f"the token endpoint {where} answered without 'url' and 'jwt'", advice=not_dpkit
+    )
+
+
+def _refusal_advice(where: str, status: int) -> str:
+    if status == 401:
+        return (
+            f"{where} does not accept this API key: use a key that server issued (`dpkit keys "
+            "list` on it prints them with its URL)."
+        )
+    if status == 403:
+        return (
+            "This API key may not be used from here: add this origin to the key's allowed "
+            "origins (`dpkit keys add --origin`), or use a key without origins."
+        )
+    if status == 429:
+        return "Too many token requests from this address: wait a moment, then connect again."
+    return ServerConnectionFailed.advice

@@ -10,6 +10,7 @@ the connection owns, until the session ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import aiohttp
 
 from dpkit.client.devices import UserMedia
 from dpkit.client.peer import UserPeer
+from dpkit.client.reach import advice_for
 from dpkit.errors import (
     ConnectionError_,
     InvalidStateError,
@@ -59,6 +61,8 @@ logger = logging.getLogger("dpkit.client")
 
 #: How dpkit's client names itself to the server (the journal records the client kind).
 USER_AGENT = "dpkit-python"
+#: How long closing the peer connection may take before its parts are stopped one by one.
+PEER_CLOSE_TIMEOUT_S = 5.0
 
 
 class Connection:
@@ -132,11 +136,14 @@ class Connection:
             )
         except aiohttp.WSServerHandshakeError as exc:
             await self.close()
-            raise ServerConnectionFailed(_handshake_message(exc)) from None
+            raise ServerConnectionFailed(
+                _handshake_message(exc), advice=_handshake_advice(exc, self._url)
+            ) from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             await self.close()
             raise ServerConnectionFailed(
-                f"cannot open the session socket at {self._url}: {exc}"
+                f"cannot open the session socket at {self._url}: {exc}",
+                advice=advice_for(self._url, exc),
             ) from None
         await self._execute(self._machine.socket_opened())
         self._tasks.spawn(self._read(), "reader")
@@ -162,19 +169,53 @@ class Connection:
         await self.close()
 
     async def close(self) -> None:
-        """Release the socket, peer connection and tasks. Idempotent."""
-        if self._control is not None and not self._control.closed:
-            await self._control.close()
-        await self._tasks.close()
-        if self._ws is not None and not self._ws.closed:
-            await self._ws.close()
-        if self.peer is not None:
-            await self.peer.close()
-        if self._http is not None:
-            await self._http.close()
+        """Release the socket, peer connection and tasks. Idempotent, and bounded in time."""
+        try:
+            if self._control is not None and not self._control.closed:
+                await self._control.close()
+            await self._tasks.close()
+            if self._ws is not None and not self._ws.closed:
+                await self._ws.close()
+            if self.peer is not None:
+                await self._close_peer(self.peer)
+        finally:
+            if self._http is not None:
+                await self._http.close()
         if not self._outcome.done():
             self._outcome.set_exception(ServerConnectionFailed("the connection was closed"))
             self._outcome.exception()  # retrieved: nobody may be waiting any more
+
+    @staticmethod
+    async def _close_peer(peer: UserPeer) -> None:
+        try:
+            async with asyncio.timeout(PEER_CLOSE_TIMEOUT_S):
+                await peer.close()
+        except TimeoutError:
+            # aiortc waits for ever on a close of its own that died (its tasks were cancelled).
+            logger.warning(
+                "the peer connection did not close within %g s: stopping its parts",
+                PEER_CLOSE_TIMEOUT_S,
+            )
+            await peer.abandon()
+
+    async def abandon(self) -> None:
+        """Release everything while the event loop shuts down (its tasks are being cancelled).
+
+        As :meth:`close`, but the socket and the HTTP session go first (they cannot hang) and
+        the peer connection goes through :meth:`UserPeer.abandon`.
+        """
+        for closing in (self._control, self._ws):
+            if closing is not None and not closing.closed:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await closing.close()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await self._tasks.close()
+        if self._http is not None:
+            await self._http.close()
+        if self.peer is not None:
+            await self.peer.abandon()
+        if not self._outcome.done():
+            self._outcome.cancel()
 
     # --- reading and carrying out -----------------------------------------------------------
 
@@ -331,3 +372,16 @@ def _handshake_message(exc: aiohttp.WSServerHandshakeError) -> str:
     if exc.status == 503:
         return "the server is shutting down"
     return f"the server refused the session socket (HTTP {exc.status})"
+
+
+def _handshake_advice(exc: aiohttp.WSServerHandshakeError, url: str) -> str:
+    if exc.status == 401:
+        return (
+            "Get a fresh access token: connect with the API key, which asks the token endpoint "
+            "for one (tokens expire)."
+        )
+    if exc.status == 503:
+        return "The server is stopping: connect again in a moment, or to another server."
+    if exc.status == 404:
+        return f"{url} is not a dpkit session socket: check the URL (dpkit's is <server>/session)."
+    return ServerConnectionFailed.advice

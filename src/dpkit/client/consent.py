@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from dpkit.client.devices import DeviceError, DeviceFailure, DeviceProvider, UserMedia
+from dpkit.client.devices import DeviceError, DeviceFailure, DeviceProvider, UserMedia, probe
 from dpkit.client.options import MediaDevices
 from dpkit.client.persistence import default_state_dir
 from dpkit.errors import ConfigurationError
@@ -293,11 +293,38 @@ class ConsentGate:
         """The ``NOT_PERMITTED`` error for a blocked device, telling the user how to unblock it."""
         origin = origin_of(origin)
         current = self.store.get(origin, device)
-        refusals = current.refusals if current.decision is Decision.BLOCKED else self.max_refusals
         command = f"dpkit permissions reset --origin {shlex.quote(origin)}"
+        if current.refusals >= self.max_refusals:
+            why = f"blocked after {current.refusals} refusals"
+        else:
+            why = "blocked: access was revoked"
         return DeviceError(
             DeviceFailure.NOT_PERMITTED,
-            f"blocked after {refusals} refusals for {origin}: run '{command}'",
+            f"{why} for {origin}: run '{command}'",
+            advice=f"The {device} is {why} for {origin}, so nobody is asked any more: run "
+            f"'{command} --device {device}', then connect again.",
+        )
+
+    def refused_error(self, origin: str, device: str) -> DeviceError:
+        """The ``NOT_PERMITTED`` error for a device the user declined, or nobody could allow."""
+        origin = origin_of(origin)
+        current = self.store.get(origin, device)
+        if current.decision is Decision.BLOCKED:
+            return self.blocked_error(origin, device)
+        if current.decision is Decision.UNDECIDED:
+            return DeviceError(
+                DeviceFailure.NOT_PERMITTED,
+                f"{device} not allowed for {origin}: nobody could be asked (no terminal)",
+                advice=f"Nobody was asked to allow the {device} for {origin}: run the program "
+                "in a terminal to answer the prompt, pass Scene(consent=ConsentGate(store, "
+                "prompt)) to ask another way, or pass devices=SyntheticDevices().",
+            )
+        return DeviceError(
+            DeviceFailure.NOT_PERMITTED,
+            f"{device} not allowed for {origin}",
+            advice=f"The {device} was declined for {origin} ({current.refusals} of "
+            f"{self.max_refusals} refusals before it is blocked): connect again and answer y "
+            "to allow it.",
         )
 
 
@@ -347,16 +374,13 @@ class ConsentedDevices:
         self._refused: set[str] = set()
 
     async def open(self, devices: MediaDevices) -> UserMedia:
+        # As a browser does not ask about a camera the machine does not have: check first.
+        await probe(self._provider, devices)
         asked = [device for device in _asked(devices) if device not in self._refused]
         refused = [device for device in _asked(devices) if device in self._refused]
         granted = await self._gate.request(self._origin, _devices(asked)) if asked else _devices([])
         refused += [device for device in asked if not getattr(granted, device)]
         if refused:
             self._refused.update(refused)
-            device = refused[0]
-            if self._gate.store.get(self._origin, device).decision is Decision.BLOCKED:
-                raise self._gate.blocked_error(self._origin, device)
-            raise DeviceError(
-                DeviceFailure.NOT_PERMITTED, f"{device} not allowed for {self._origin}"
-            )
+            raise self._gate.refused_error(self._origin, refused[0])
         return await self._provider.open(devices)

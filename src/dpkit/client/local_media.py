@@ -16,7 +16,6 @@ import asyncio
 import fractions
 
 import av
-import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 
@@ -80,6 +79,8 @@ class SwitchableTrack(MediaStreamTrack):
     def _silence(frame: av.AudioFrame | av.VideoFrame) -> av.AudioFrame | av.VideoFrame:
         if not isinstance(frame, av.AudioFrame):
             return frame
+        import numpy as np  # only when muting: keeps `import dpkit` light
+
         silent = av.AudioFrame.from_ndarray(
             np.zeros_like(frame.to_ndarray()), format=frame.format.name, layout=frame.layout.name
         )

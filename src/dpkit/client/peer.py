@@ -125,3 +125,30 @@ class UserPeer:
 
     async def close(self) -> None:
         await self._pc.close()
+
+    async def abandon(self, step_timeout_s: float = 0.5) -> None:
+        """Close what the peer connection holds while the event loop is shutting down.
+
+        ``asyncio.run`` cancels every task at once, aiortc's own included; ``close()`` then
+        either dies on a task it awaits or waits for ever on a close aiortc began and could not
+        finish. This stops each part through its own public ``stop()`` instead (each bounded,
+        and each a no-op if already stopped): the receivers (their decoder threads) and
+        senders, then the DTLS and ICE transports (their UDP sockets).
+        """
+        transceivers = self._pc.getTransceivers()
+        steps = [t.receiver.stop for t in transceivers] + [t.sender.stop for t in transceivers]
+        for transceiver in transceivers:
+            dtls = transceiver.receiver.transport
+            if dtls is not None:
+                steps += [dtls.stop, dtls.transport.stop]
+        sctp = self._pc.sctp
+        if sctp is not None:
+            steps += [sctp.stop, sctp.transport.stop, sctp.transport.transport.stop]
+        for step in steps:
+            try:
+                async with asyncio.timeout(step_timeout_s):
+                    await step()
+            except (Exception, asyncio.CancelledError):
+                # A part whose task the loop cancelled raises CancelledError when awaited; it
+                # is that part failing, not this task being cancelled (that already happened).
+                continue

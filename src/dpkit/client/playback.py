@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import av
-import numpy as np
 
 from dpkit.client.devices import DeviceError
 from dpkit.media.capture import device_error, load_portaudio
@@ -67,6 +66,8 @@ class PersonaPlayback:
             self.error = exc
             logger.warning("persona audio not played: %s", exc.message)
             return
+        import numpy as np  # only once there is something to play: keeps `import dpkit` light
+
         try:
             async for frame in self._frames:
                 samples = np.ascontiguousarray(frame.to_ndarray().reshape(-1, 2), dtype=np.int16)

@@ -1,19 +1,26 @@
 """``Scene``: the Python counterpart of the Web SDK's ``Scene``.
 
-    scene = Scene(api_key=key, requested_media_devices={}, required_media_devices={})
-    scene.connection_state.on_connection_state_updated.add_listener(print)
-    session_id = await scene.connect()
-    ...
-    await scene.disconnect()
+    async with Scene(api_key=key, requested_media_devices={}, required_media_devices={}) as scene:
+        scene.connection_state.on_connection_state_updated.add_listener(print)
+        session_id = await scene.connect()
+        ...
+    # leaving the block disconnects
 
 ``connect()`` runs the five connection states, retries ``noScene`` per :class:`RetryOptions`,
 and raises a :class:`~dpkit.errors.ConnectionError_` whose ``name`` is the seed's error name.
+
+The user's devices are the machine's real microphone and camera (:class:`SystemDevices`),
+opened only with the user's consent, as in a browser; pass ``devices=SyntheticDevices()`` for a
+tone and a test pattern. A Scene left connected when its event loop closes (a forgotten
+``disconnect()``, a crash inside ``asyncio.run``) releases everything then, with one
+``ResourceWarning`` naming it, as aiohttp does for an unclosed ``ClientSession``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from ssl import SSLContext
@@ -22,11 +29,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import av
-from aiortc.contrib.media import MediaRelay
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 
 from dpkit.apikey import decode_api_key
-from dpkit.client.auth import SessionToken, fetch_token
+from dpkit.client.auth import SOCKET_SCHEMES, SessionToken, fetch_token
 from dpkit.client.connection import Connection
 from dpkit.client.consent import (
     ConsentedDevices,
@@ -38,15 +44,23 @@ from dpkit.client.consent import (
 from dpkit.client.devices import (
     DeviceError,
     DeviceProvider,
-    SyntheticDevices,
     UserMedia,
     acquire_user_media,
+    no_user_media,
 )
 from dpkit.client.events import Event
+from dpkit.client.frames import (
+    AUDIO_BUFFER,
+    VIDEO_BUFFER,
+    FrameCounts,
+    FramePump,
+    FrameStream,
+)
 from dpkit.client.local_media import SwitchableTrack
 from dpkit.client.options import DEFAULT_REQUESTED, DEFAULT_REQUIRED, MediaDevices, RetryOptions
 from dpkit.client.persistence import FileSessionStore, SessionStore, StoredSession
 from dpkit.client.playback import PersonaPlayback, has_output_device
+from dpkit.client.reach import check_url
 from dpkit.errors import (
     ConfigurationError,
     ConnectionError_,
@@ -57,6 +71,7 @@ from dpkit.errors import (
     ServerConnectionFailed,
     SessionTimeout,
 )
+from dpkit.media.capture import SystemDevices
 from dpkit.protocol.client import CONNECTION_LOST
 from dpkit.protocol.messages import (
     DpkitEvent,
@@ -75,6 +90,9 @@ from dpkit.tasks import TaskOwner
 logger = logging.getLogger("dpkit.client")
 
 Devices = MediaDevices | Mapping[str, bool]
+
+ABANDONED_RELEASE_S = 5.0
+"""How long a scene left connected at loop close may take to release its session (bounded)."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +146,12 @@ class ConnectionStateView:
 
 
 class Scene:
-    """A connection to a Digital Person."""
+    """A connection to a Digital Person.
+
+    ``async with Scene(...) as scene:`` then ``await scene.connect()``: entering does not
+    connect (``connect()`` takes the retry and timeout options, and its errors are the ones to
+    handle); leaving disconnects, whatever happened in the block.
+    """
 
     def __init__(
         self,
@@ -156,6 +179,7 @@ class Scene:
         self.playback: PersonaPlayback | None = None
         #: Decides which real devices this app may use (default: remembered in the user's state
         #: directory, asked on the terminal when there is one). Synthetic devices need none.
+        #: Without a terminal, and with nothing remembered, a real device is declined.
         self.consent = (
             consent if consent is not None else ConsentGate(FileConsentStore(), default_prompt())
         )
@@ -170,8 +194,6 @@ class Scene:
         self._resumed = False
         self._requests: dict[str, asyncio.Future[SceneResponse]] = {}
         self._unmute: asyncio.Task[None] | None = None
-        # Several consumers (the app's iterators, the speaker) each get every persona frame.
-        self._relay = MediaRelay()
         self._request_count = 0
         self._api_key = api_key
         self.requested_media_devices = (
@@ -184,7 +206,8 @@ class Scene:
             if required_media_devices is None
             else MediaDevices.of(required_media_devices)
         )
-        self._devices: DeviceProvider = devices if devices is not None else SyntheticDevices()
+        #: Where the user's microphone and camera come from: this machine's, unless told.
+        self._devices: DeviceProvider = devices if devices is not None else SystemDevices()
         try:
             self._ice_addresses = (
                 validate_addresses(ice_addresses) if ice_addresses is not None else None
@@ -207,6 +230,30 @@ class Scene:
         self._media = UserMedia()
         self._tasks = TaskOwner("scene")
         self.session_id: str | None = None
+        #: The persona's video and audio over this scene's life: frames received, and frames a
+        #: slow reader's stream dropped (see :meth:`video_frames`).
+        self.video_counts = FrameCounts()
+        self.audio_counts = FrameCounts()
+        # The connected session's frame pumps, and the tasks that run them and guard the loop.
+        self._video: FramePump[av.VideoFrame] | None = None
+        self._audio: FramePump[av.AudioFrame] | None = None
+        self._session_tasks: TaskOwner | None = None
+        self._session_over: asyncio.Event | None = None
+        self._warned = False
+
+    def __repr__(self) -> str:
+        state = self.connection_state.name.value if hasattr(self, "connection_state") else "?"
+        session = getattr(self, "session_id", None)
+        return f"<Scene {state} session_id={session!r}>"
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        # Only reached connected if the loop closed without cancelling its tasks (not through
+        # asyncio.run): the guard could not release the session, and there is no loop left.
+        if getattr(self, "_connection", None) is not None and not getattr(self, "_warned", True):
+            self._warned = True
+            _warn(
+                f"Unclosed {self!r}: disconnect() was never awaited", ResourceWarning, source=self
+            )
 
     # --- the Web SDK's surface --------------------------------------------------------------
 
@@ -265,8 +312,7 @@ class Scene:
                 try:
                     media = await self._consented_devices().open(devices)
                 except DeviceError as exc:
-                    failure = NoUserMedia(exc.message)
-                    failure.__cause__ = exc
+                    failure = no_user_media(exc)
                     continue
                 peer.switch(kind, media.microphone if kind == "audio" else media.camera)
             else:
@@ -300,17 +346,38 @@ class Scene:
         """The persona's incoming audio track (an aiortc track), once connected."""
         return self._connection.peer.audio if self._connection and self._connection.peer else None
 
-    async def video_frames(self) -> AsyncIterator[av.VideoFrame]:
-        """Decoded persona video frames until the session ends."""
-        async for frame in _frames(self._relay, self.video_track):
-            assert isinstance(frame, av.VideoFrame)
-            yield frame
+    def video_frames(self, *, buffer: int = VIDEO_BUFFER) -> FrameStream[av.VideoFrame]:
+        """Decoded persona video frames (``av.VideoFrame``) from now until the session ends.
 
-    async def audio_frames(self) -> AsyncIterator[av.AudioFrame]:
-        """Decoded persona audio frames until the session ends."""
-        async for frame in _frames(self._relay, self.audio_track):
-            assert isinstance(frame, av.AudioFrame)
-            yield frame
+        ``async for frame in scene.video_frames():``. Each call is a stream of its own. It keeps
+        at most ``buffer`` frames for a slow reader, dropping the oldest (``stream.dropped``,
+        and :attr:`video_counts` for the scene), so memory stays flat and the next frame read
+        is one of the newest.
+        """
+        return self._pump(self._video, "video").subscribe(buffer)
+
+    def audio_frames(self, *, buffer: int = AUDIO_BUFFER) -> FrameStream[av.AudioFrame]:
+        """Decoded persona audio frames (``av.AudioFrame``, 20 ms each) until the session ends.
+
+        As :meth:`video_frames`; ``buffer`` frames (200 ms by default) are kept for a slow
+        reader, and the oldest dropped beyond that (:attr:`audio_counts`).
+        """
+        return self._pump(self._audio, "audio").subscribe(buffer)
+
+    @property
+    def dropped_video_frames(self) -> int:
+        """Persona video frames that streams dropped because their readers fell behind."""
+        return self.video_counts.dropped
+
+    @property
+    def dropped_audio_frames(self) -> int:
+        """Persona audio frames that streams dropped because their readers fell behind."""
+        return self.audio_counts.dropped
+
+    def _pump(self, pump: FramePump[Any] | None, kind: str) -> FramePump[Any]:
+        if pump is None or self._connection is None:
+            raise InvalidStateError(f"no persona {kind}: scene is not connected")
+        return pump
 
     async def connect(
         self,
@@ -331,6 +398,8 @@ class Scene:
             server_uri, access_token = token_server.uri, token_server.token
         if (server_uri is None) != (access_token is None):
             raise ConfigurationError("pass both server_uri and access_token, or neither")
+        if server_uri is not None:
+            check_url("the server URL", server_uri, SOCKET_SCHEMES)
         if server_uri is None and self._api_key is None:
             raise ServerConnectionFailed(
                 "Please authenticate via an API key or with a server_uri and access_token"
@@ -384,6 +453,7 @@ class Scene:
             raise
         self.session_id = session_id
         logger.info("session %s: connected", session_id)
+        self._start_session_media()
         self._video_started_sent = False
         await self._send_video_started()
         if self.play_audio is None:
@@ -432,6 +502,74 @@ class Scene:
             on_frame=self._on_frame,
             ssl=self._ssl,
         )
+
+    def _start_session_media(self) -> None:
+        """Start reading the persona's tracks for this session, and the loop-close guard."""
+        connection = self._connection
+        peer = connection.peer if connection is not None else None
+        if peer is None:
+            return  # the session ended already
+        self._session_over = asyncio.Event()
+        self._session_tasks = TaskOwner("session")
+        # Connected means both persona tracks arrived (the client machine waits for them).
+        if peer.video is not None:
+            self._video = FramePump(peer.video, av.VideoFrame, VIDEO_BUFFER, self.video_counts)
+            self._session_tasks.spawn(self._video.run(), "video")
+        if peer.audio is not None:
+            self._audio = FramePump(peer.audio, av.AudioFrame, AUDIO_BUFFER, self.audio_counts)
+            self._session_tasks.spawn(self._audio.run(), "audio")
+        self._session_tasks.spawn(self._guard(self._session_over), "guard")
+
+    async def _end_session_media(self) -> None:
+        """Stop the frame pumps (every stream ends) and the guard. Idempotent."""
+        over, self._session_over = self._session_over, None
+        if over is not None:
+            over.set()
+        tasks, self._session_tasks = self._session_tasks, None
+        if tasks is not None:
+            await tasks.close()
+        for pump in (self._video, self._audio):
+            if pump is not None:
+                pump.end()
+
+    async def _guard(self, over: asyncio.Event) -> None:
+        """Release the session if the loop is closing (asyncio.run cancels every task) first."""
+        try:
+            await over.wait()
+        except asyncio.CancelledError:
+            if not over.is_set():
+                await self._abandoned()
+            raise
+
+    async def _abandoned(self) -> None:
+        """The loop is closing with this scene connected: warn once and release everything.
+
+        The socket is closed without a ``close`` frame, so the server sees the connection lost
+        (a persistent session stays resumable), as when a browser tab is killed.
+        """
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"Unclosed {self!r}: it was still connected when its event loop closed; use "
+                "'async with Scene(...)' or 'await scene.disconnect()'",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )
+        connection, self._connection = self._connection, None
+        try:
+            async with asyncio.timeout(ABANDONED_RELEASE_S):
+                await self._end_session_media()
+                if connection is not None:
+                    await connection.abandon()
+                self._media.stop()
+                await self._tasks.close()
+        except TimeoutError:
+            logger.warning(
+                "session %s: not released within %g s of the loop closing",
+                self.session_id,
+                ABANDONED_RELEASE_S,
+            )
 
     def _consented_devices(self) -> DeviceProvider:
         """The device provider, behind the consent gate when its devices are real."""
@@ -537,12 +675,17 @@ class Scene:
         self.on_disconnected_event.call(self, session_id, reason)
 
     async def _release(self, connection: Connection) -> None:
+        await self._end_session_media()
         await connection.close()
         self._media.stop()
 
     async def disconnect(self) -> None:
-        """End the session (``close {reason: "normal"}``); the state returns to Disconnected."""
+        """End the session (``close {reason: "normal"}``); the state returns to Disconnected.
+
+        Every stream from :meth:`video_frames` and :meth:`audio_frames` ends.
+        """
         connection, self._connection = self._connection, None
+        await self._end_session_media()
         if connection is not None:
             await connection.disconnect()
             self._forget_session()
@@ -557,6 +700,7 @@ class Scene:
         await self.disconnect()
 
     async def __aenter__(self) -> Scene:
+        """The scene itself, not yet connected: call :meth:`connect` in the block."""
         return self
 
     async def __aexit__(
@@ -580,22 +724,3 @@ def _server_route(url: str, server: str) -> str:
     """``ws://host/session`` becomes ``ws://host/server/<server>`` (the resume route)."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/server/{server}", parts.query, ""))
-
-
-async def _frames(
-    relay: MediaRelay, track: MediaStreamTrack | None
-) -> AsyncIterator[av.VideoFrame | av.AudioFrame]:
-    """Frames of ``track`` for one consumer: each consumer gets every frame, through the relay."""
-    if track is None:
-        raise InvalidStateError("no persona media: scene is not connected")
-    consumer = relay.subscribe(track, buffered=True)
-    try:
-        while True:
-            try:
-                frame = await consumer.recv()
-            except MediaStreamError:
-                return
-            if isinstance(frame, av.VideoFrame | av.AudioFrame):
-                yield frame
-    finally:
-        consumer.stop()

@@ -25,6 +25,7 @@ import asyncio
 import errno
 import fractions
 import logging
+import os
 import sys
 import threading
 import time
@@ -37,6 +38,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from dpkit.client.devices import DeviceError, DeviceFailure, UserMedia
 from dpkit.client.options import MediaDevices
+from dpkit.errors import DpkitError, NotSupported
 
 logger = logging.getLogger("dpkit.media.capture")
 
@@ -56,6 +58,8 @@ JOIN_TIMEOUT_S = 2.0
 """How long ``stop()`` waits for a worker thread. A read returns within one frame period, so
 only a device that has hung takes longer; its thread is then left behind (it is a daemon)."""
 
+AUDIO_EXTRA = "pip install 'dpkit[audio]'"
+"""What installs the microphone and speaker backend (the ``sounddevice`` package)."""
 PORTAUDIO_ADVICE = "no PortAudio: install libportaudio2 (apt-get install libportaudio2)"
 
 # PortAudio's PaErrorCode values (portaudio.h) that say something about the device.
@@ -82,8 +86,15 @@ _ABSENT_PHRASES = (
 )
 
 
-class BackendMissing(Exception):
-    """A capture backend (PortAudio, a PyAV input format) is not installed on this machine."""
+class BackendMissing(DpkitError):
+    """A capture backend (PortAudio, a PyAV input format) is not installed on this machine.
+
+    Opening a device turns it into a :class:`~dpkit.client.devices.DeviceError` (not
+    available) that keeps this error's advice: the ``pip install`` or package to install.
+    """
+
+    name = "backendMissing"
+    advice = f"Install the backend: {AUDIO_EXTRA} for the microphone and speakers."
 
 
 def classify(exc: BaseException) -> DeviceFailure:
@@ -142,9 +153,13 @@ def _message(exc: BaseException) -> str:
 
 
 def device_error(what: str, exc: BaseException) -> DeviceError:
-    """A :class:`DeviceError` for ``exc``, classified, naming the device and keeping the text."""
-    text = str(exc) or type(exc).__name__
-    return DeviceError(classify(exc), f"{what}: {text}")
+    """A :class:`DeviceError` for ``exc``, classified, naming the device and keeping the text.
+
+    A missing backend's advice (what to install) becomes the error's advice.
+    """
+    text = exc.message if isinstance(exc, DpkitError) else str(exc) or type(exc).__name__
+    advice = exc.advice if isinstance(exc, BackendMissing) else None
+    return DeviceError(classify(exc), f"{what}: {text}", advice=advice)
 
 
 # -- the worker thread ---------------------------------------------------------------------------
@@ -260,8 +275,22 @@ def load_portaudio() -> Any:
     """
     try:
         import sounddevice  # type: ignore[import-untyped]
-    except (ImportError, OSError) as exc:
-        raise BackendMissing(f"{PORTAUDIO_ADVICE} ({exc})") from exc
+    except ImportError as exc:
+        if exc.name != "sounddevice":
+            raise BackendMissing(
+                f"sounddevice cannot be imported ({exc})",
+                advice=f"Reinstall the microphone and speaker backend: {AUDIO_EXTRA}.",
+            ) from exc
+        raise BackendMissing(
+            f"the sounddevice package is not installed ({AUDIO_EXTRA})",
+            advice=f"Install dpkit's audio extra for the microphone and speakers: {AUDIO_EXTRA}.",
+        ) from exc
+    except OSError as exc:
+        raise BackendMissing(
+            f"{PORTAUDIO_ADVICE} ({exc})",
+            advice="Install the PortAudio library: apt-get install libportaudio2 (Debian, "
+            "Ubuntu), brew install portaudio (macOS).",
+        ) from exc
     except Exception as exc:  # PortAudio loaded but failed to start
         raise BackendMissing(f"PortAudio failed to start: {exc}") from exc
     return sounddevice
@@ -515,6 +544,10 @@ def camera_input(
     raise DeviceError(DeviceFailure.NOT_AVAILABLE, f"camera: no capture backend for {platform}")
 
 
+# The PyAV input format that captures cameras on each platform (see camera_input).
+_CAMERA_FORMATS = {"linux": "v4l2", "darwin": "avfoundation", "win32": "dshow"}
+
+
 def _has_input_format(name: str) -> bool:
     # PyAV lists some formats under all their aliases at once, e.g. "video4linux2,v4l2".
     return any(name in available.split(",") for available in av.formats_available)
@@ -526,7 +559,11 @@ _TrackT = TypeVar("_TrackT", MicrophoneTrack, CameraTrack)
 
 
 class SystemDevices:
-    """A :class:`~dpkit.client.devices.DeviceProvider` that opens this machine's real devices."""
+    """A :class:`~dpkit.client.devices.DeviceProvider` that opens this machine's real devices.
+
+    A Scene's default. :meth:`probe` checks that the devices exist before the user is asked
+    for consent, and raises ``NotSupported`` when this machine has no capture backend at all.
+    """
 
     #: Real devices need the user's consent (a Scene asks through its consent gate).
     needs_consent = True
@@ -542,8 +579,66 @@ class SystemDevices:
         self._microphone = microphone
         self._camera = (camera, width, height, fps)
 
+    async def probe(self, devices: MediaDevices) -> None:
+        """Raise :class:`DeviceError` (not available) if a requested device does not exist, and
+        ``NotSupported`` if this machine cannot capture media at all."""
+        if devices.any:
+            await asyncio.to_thread(self._probe, devices)
+
+    def _probe(self, devices: MediaDevices) -> None:
+        audio, video = self._check_backends()
+        if devices.microphone:
+            if audio is not None:
+                raise device_error("microphone", audio)
+            self._probe_microphone()
+        if devices.camera:
+            if video is not None:
+                raise device_error("camera", video)
+            self._probe_camera()
+
+    @staticmethod
+    def _check_backends() -> tuple[BackendMissing | None, BackendMissing | None]:
+        """What stops the microphone and the camera backends; ``NotSupported`` if both are."""
+        audio, video = audio_backend_problem(), video_backend_problem()
+        if audio is not None and video is not None:
+            raise NotSupported(
+                f"this machine cannot capture media: {audio.message}; {video.message}",
+                advice=f"Install a capture backend ({AUDIO_EXTRA} for the microphone), or "
+                "connect with no devices requested (requested_media_devices={}, "
+                "required_media_devices={}).",
+            )
+        return audio, video
+
+    def _probe_microphone(self) -> None:
+        what = "microphone" if self._microphone is None else f"microphone {self._microphone!r}"
+        try:
+            load_portaudio().query_devices(self._microphone, kind="input")
+        except Exception as exc:
+            failure = device_error(what, exc)
+            if failure.failure is not DeviceFailure.NOT_AVAILABLE:
+                raise failure from exc
+            raise DeviceError(
+                DeviceFailure.NOT_AVAILABLE,
+                failure.detail,
+                advice=f"No {what} was found: plug one in (`dpkit devices` lists what PortAudio "
+                "sees), or request no microphone, or pass devices=SyntheticDevices().",
+            ) from exc
+
+    def _probe_camera(self) -> None:
+        device, width, height, fps = self._camera
+        url, _format, _options = camera_input(device, width, height, fps)
+        if sys.platform.startswith("linux") and not os.path.exists(url):
+            raise DeviceError(
+                DeviceFailure.NOT_AVAILABLE,
+                f"camera: there is no {url}",
+                advice=f"No camera at {url}: plug one in (`dpkit devices` lists the cameras), "
+                "or request no camera.",
+            )
+
     async def open(self, devices: MediaDevices) -> UserMedia:
         """Open the requested devices, closing any already opened if a later one fails."""
+        if devices.any:
+            await asyncio.to_thread(self._check_backends)
         media = UserMedia()
         try:
             if devices.microphone:
@@ -554,6 +649,31 @@ class SystemDevices:
             media.stop()
             raise
         return media
+
+
+def audio_backend_problem() -> BackendMissing | None:
+    """Why this machine cannot open a microphone at all (no sounddevice, no PortAudio), or None."""
+    try:
+        load_portaudio()
+    except BackendMissing as exc:
+        return exc
+    return None
+
+
+def video_backend_problem(platform: str = sys.platform) -> BackendMissing | None:
+    """Why this machine cannot open a camera at all (no input format in PyAV), or None."""
+    format = _CAMERA_FORMATS.get("linux" if platform.startswith("linux") else platform)
+    if format is None:
+        return BackendMissing(
+            f"no capture backend for {platform}",
+            advice="Cameras are captured on Linux, macOS and Windows only: request no camera.",
+        )
+    if not _has_input_format(format):
+        return BackendMissing(
+            f"this PyAV build has no {format!r} input",
+            advice="Install a PyAV built with libavdevice (the PyPI wheels are).",
+        )
+    return None
 
 
 async def _off_loop(opener: Callable[[], _TrackT]) -> _TrackT:

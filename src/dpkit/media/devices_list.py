@@ -76,7 +76,7 @@ def portaudio_devices() -> tuple[list[DeviceInfo], list[str]]:
         hostapis = sounddevice.query_hostapis()
         entries = sounddevice.query_devices()
     except BackendMissing as exc:
-        return [], [str(exc)]
+        return [], [exc.message]
     except Exception as exc:
         return [], [f"PortAudio could not list devices: {exc}"]
     default_input = _default_index(sounddevice, "input")
