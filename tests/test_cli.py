@@ -8,8 +8,9 @@ import subprocess
 
 import pytest
 
-from dpkit import Scene
+from dpkit import NoDevices, NoUserMedia, Scene
 from dpkit.cli import build_parser
+from dpkit.client.persistence import MemorySessionStore
 from dpkit.server import DpkitServer
 from tests.support import NO_MEDIA_ARGS, ServerFactory, spawn_dpkit, until
 
@@ -78,23 +79,33 @@ async def test_connect_json_reports_each_state_then_the_disconnection(
 
 
 async def test_connect_failure_shows_name_message_and_advice(server: DpkitServer) -> None:
-    """A failed connect prints the error's name, its message and what to do; exit status 1."""
+    """A refused connect prints the error's name, its message and advice naming the URL."""
     key = server.api_key()
     await server.stop()
-    code, _out, err = await run_cli("connect", key)
+    code, _out, err = await run_cli("connect", key, "--devices", "synthetic")
+    text = " ".join(err.split())
     assert code == 1
-    assert "serverConnectionFailed" in err
-    assert "cannot reach the token endpoint" in err
-    assert "different network" in err
+    assert "serverConnectionFailed" in text
+    assert "cannot reach the token endpoint" in text
+    assert "What to do" in text
+    assert "dpkit serve" in text
+    assert server.url in text
 
 
 async def test_required_microphone_missing_fails_before_any_socket(server: DpkitServer) -> None:
     """No devices but a required microphone (the default): noUserMedia, and no socket opened."""
+    scene = Scene(server.api_key(), devices=NoDevices(), session_store=MemorySessionStore())
+    with pytest.raises(NoUserMedia) as expected:
+        await scene.connect()
+    await scene.close()
     code, _out, err = await run_cli("connect", server.api_key(), "--devices", "none")
+    text = " ".join(err.split())
     assert code == 1
-    assert "noUserMedia" in err
-    assert "the user microphone and/or camera is not available" in err
-    assert "unblock the devices" in err
+    assert "noUserMedia" in text
+    assert "the user microphone and/or camera is not available" in text
+    assert expected.value.advice
+    assert " ".join(expected.value.advice.split()) in text
+    assert "With dpkit connect: --devices synthetic" in text
     assert list(server.state.ended) == []
 
 
@@ -102,7 +113,7 @@ async def test_connect_json_failure_is_one_error_object(server: DpkitServer) -> 
     """With --json a failure is one JSON line with name, message and advice."""
     key = server.api_key()
     await server.stop()
-    code, out, _err = await run_cli("connect", key, "--json")
+    code, out, _err = await run_cli("connect", key, "--json", "--devices", "synthetic")
     assert code == 1
     events = [json.loads(line) for line in out.splitlines()]
     assert [e["event"] for e in events] == ["error"]
@@ -128,10 +139,7 @@ async def test_connect_shows_the_place_in_the_queue(start_server: ServerFactory)
             server.api_key(),
             "--duration",
             "0.5",
-            "--request",
-            "none",
-            "--require",
-            "none",
+            *NO_MEDIA_ARGS,
         )
     )
     await until(lambda: server.state.pool.queue_length == 1)
@@ -148,6 +156,8 @@ async def test_interactive_session_toggles_devices_and_talks(server: DpkitServer
         "connect",
         server.api_key(),
         "--interactive",
+        "--devices",
+        "synthetic",
         "--request",
         "none",
         "--require",
