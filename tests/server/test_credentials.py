@@ -273,3 +273,15 @@ async def test_keys_add_origin_limits_a_new_key_on_the_running_server(server: Dp
     code, _out, err = await run_cli("keys", "add", "--origin", "ftp://x", "--data-dir", data_dir)
     assert code == 2
     assert "not an origin" in err
+
+
+async def test_the_page_of_a_server_without_keys_says_so(server: DpkitServer) -> None:
+    """After ``dpkit keys remove --force`` of the last key: a 503 naming the fix, no traceback."""
+    keys = server.state.keys
+    for record in list(keys.keys):
+        keys.remove(record.key_id)
+    async with aiohttp.ClientSession() as http:
+        for path in ("/api/page-config", "/api/jwt"):
+            status, data = await get_json(http, server.url + path)
+            assert status == 503, path
+            assert "dpkit keys add" in data["error"]

@@ -27,7 +27,7 @@ from dpkit.server.journal import SqliteJournal
 from dpkit.server.journal_upkeep import end_sessions_left_live, prune_journal, prune_periodically
 from dpkit.server.keys import KeyStore
 from dpkit.server.metrics import SessionMetrics
-from dpkit.server.page import add_page_routes, find_web_sdk
+from dpkit.server.page import add_page_routes
 from dpkit.server.persistence import DetachedSessions
 from dpkit.server.pool import DigitalPersonPool
 from dpkit.server.quotas import ConcurrencyQuota, RateLimiter
@@ -35,6 +35,7 @@ from dpkit.server.refusals import Refusals
 from dpkit.server.settings import Settings
 from dpkit.server.state import REFUSALS, STATE, ServerState
 from dpkit.server.tokens import TokenSigner
+from dpkit.server.web_sdk import WebSdkProvider
 from dpkit.server.webhooks import Webhooks
 from dpkit.tasks import TaskOwner
 
@@ -44,6 +45,13 @@ SHUTDOWN_GRACE_S = 5.0
 
 
 def build_state(settings: Settings, refusals: Refusals | None = None) -> ServerState:
+    # First: a web_sdk_dir without the SDK in it stops the start before anything is written.
+    web_sdk = WebSdkProvider.for_settings(
+        settings.web_sdk_dir,
+        settings.data_dir,
+        settings.npm_registry,
+        serve_page=settings.serve_page,
+    )
     keys = KeyStore.load_or_create(settings.data_dir)
     pool = DigitalPersonPool(
         settings.capacity,
@@ -74,7 +82,7 @@ def build_state(settings: Settings, refusals: Refusals | None = None) -> ServerS
             max_asset_bytes=settings.max_asset_bytes,
         ),
         detached=DetachedSessions(pool, settings.resume_window_s),
-        web_sdk_dir=find_web_sdk(settings) if settings.serve_page else None,
+        web_sdk=web_sdk,
         sockets_per_key=ConcurrencyQuota(settings.max_sockets_per_key),
         sockets_per_address=ConcurrencyQuota(settings.max_sockets_per_address),
         token_rate=RateLimiter(settings.rate_per_address, settings.rate_burst),
@@ -108,12 +116,15 @@ def create_app(settings: Settings) -> web.Application:
         await shutdown(state)
         await state.detached.close()
         await state.webhooks.close()
+        await state.web_sdk.close()
         state.journal.close()
 
     async def end_sessions(app: web.Application) -> None:
         # aiohttp runs on_shutdown while sockets are still open, and cancels the handlers of
         # those still open right after: sessions must say goodbye here, not in the cleanup.
         await shutdown(app[STATE])
+        # A page request waiting for the Web SDK's fetch gets its answer now, not at the timeout.
+        await app[STATE].web_sdk.close()
 
     app.cleanup_ctx.append(lifespan)
     app.on_shutdown.append(end_sessions)

@@ -1,13 +1,16 @@
 """The reference page and what it needs: the page itself, the Web SDK bundle, and a page token.
 
 The page (``dpkit/web/``) loads the unmodified Web SDK from ``/sdk/smwebsdk.js``. The SDK is not
-part of dpkit: ``scripts/setup`` installs it from the npm registry into ``node_modules/``, and the
-server serves it from the first place it finds it (the ``web_sdk_dir`` setting, else
-``node_modules/@soulmachines/smwebsdk/bundles`` under the working directory or the source tree).
+part of dpkit (its licence does not allow it): :mod:`dpkit.server.web_sdk` finds it (the
+``web_sdk_dir`` setting, the copy installed in the data directory, a checkout's ``node_modules/``)
+or fetches it from the npm registry on the first request for it. When it cannot be had,
+``/sdk/smwebsdk.js`` is a one-line script setting ``window.dpkitSdkMissing`` to the reason and
+the remedy, which the page shows.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -16,27 +19,44 @@ from aiohttp import web
 
 from dpkit.server.endpoints import TOKEN_PATH, socket_url
 from dpkit.server.forwarded import client_view
-from dpkit.server.keys import DEFAULT_LABEL, KeyRecord
+from dpkit.server.keys import KeyRecord
 from dpkit.server.origins import normalise_origin
 from dpkit.server.settings import Settings
 from dpkit.server.state import STATE, ServerState
+from dpkit.server.web_sdk import SDK_FILE, WebSdkError, registry_url, resolve_web_sdk
 
 logger = logging.getLogger("dpkit.server")
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-SDK_BUNDLE = Path("node_modules/@soulmachines/smwebsdk/bundles")
-SDK_FILE = "smwebsdk.js"
+#: The longest file name asked for under /sdk/ (the SDK's own are under 30 characters).
+MAX_SDK_NAME = 100
 
 
 def find_web_sdk(settings: Settings) -> Path | None:
-    """Where the Web SDK bundle is, or None when it is not installed."""
-    candidates = [settings.web_sdk_dir] if settings.web_sdk_dir else []
-    source_root = Path(__file__).resolve().parents[3]
-    candidates += [Path.cwd() / SDK_BUNDLE, source_root / SDK_BUNDLE]
-    for candidate in candidates:
-        if (candidate / SDK_FILE).is_file():
-            return candidate
-    return None
+    """Where a copy of the Web SDK is on this machine, or None when it would have to be fetched."""
+    source = resolve_web_sdk(
+        settings.web_sdk_dir, settings.data_dir, registry_url(settings.npm_registry)
+    )
+    return source.directory
+
+
+def _sdk_file(directory: Path, name: str) -> Path | None:
+    """The file ``name`` directly in ``directory`` (never a dot file, never outside), or None."""
+    if not name or len(name) > MAX_SDK_NAME or name.startswith(".") or "/" in name:
+        return None
+    path = (directory / name).resolve()
+    if path.parent != directory.resolve() or not path.is_file():
+        return None
+    return path
+
+
+def _missing(message: str) -> web.Response:
+    # json.dumps: a JavaScript string literal whatever the message holds.
+    return web.Response(
+        text=f"window.dpkitSdkMissing = {json.dumps(message)};\n",
+        content_type="application/javascript",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -44,25 +64,26 @@ async def index(request: web.Request) -> web.FileResponse:
 
 
 async def sdk(request: web.Request) -> web.StreamResponse:
-    """``/sdk/<file>``: the Web SDK's bundle, or a script that says how to install it."""
-    directory = request.app[STATE].web_sdk_dir
+    """``/sdk/<file>``: the Web SDK's bundle (fetched first if need be), or why it is missing."""
+    provider = request.app[STATE].web_sdk
     name = request.match_info["name"]
-    if directory is None:
-        message = "The Web SDK is not installed on this server: run scripts/setup (npm install)."
-        return web.Response(
-            text=f"window.dpkitSdkMissing = {message!r};", content_type="application/javascript"
-        )
-    path = (directory / name).resolve()
-    if path.parent != directory.resolve() or not path.is_file():
+    if provider.directory is None and name != SDK_FILE:
+        # Only the page's own request starts a fetch; the SDK's other files wait for it.
         raise web.HTTPNotFound()
-    return web.FileResponse(path)
+    found = await provider.get()
+    if isinstance(found, WebSdkError):
+        return _missing(provider.missing_message(found))
+    path = _sdk_file(found, name)
+    if path is None:
+        raise web.HTTPNotFound()
+    return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
 
 
-def _page_key(state: ServerState) -> KeyRecord:
-    for record in state.keys.keys:
-        if record.label == DEFAULT_LABEL:
-            return record
-    return state.keys.keys[0]
+def _page_key(state: ServerState) -> KeyRecord | None:
+    return state.keys.page_key()
+
+
+NO_KEY = "this server has no API key: add one with 'dpkit keys add', then reload the page"
 
 
 def _cross_origin(request: web.Request, own_origin: str) -> str | None:
@@ -104,10 +125,15 @@ async def page_config(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     origin = client_view(request, state.settings).origin
+    key = _page_key(state)
+    if key is None:
+        return web.json_response({"error": NO_KEY}, status=503)
     return web.json_response(
         {
-            "apiKey": _page_key(state).api_key(origin + TOKEN_PATH),
-            "sdkInstalled": state.web_sdk_dir is not None,
+            "apiKey": key.api_key(origin + TOKEN_PATH),
+            # True also when the SDK will be fetched on the page's first request for it.
+            "sdkInstalled": state.web_sdk.available,
+            "sdk": state.web_sdk.page_config(),
         },
         headers={"Cache-Control": "no-store"},
     )
@@ -119,8 +145,11 @@ async def legacy_jwt(request: web.Request) -> web.Response:
     refused = _refuse_cross_origin(request, state)
     if refused is not None:
         return refused
+    key = _page_key(state)
+    if key is None:
+        return web.json_response({"error": NO_KEY}, status=503)
     jwt = state.signer.issue(
-        {"sub": _page_key(state).key_id},
+        {"sub": key.key_id},
         typ="session",
         now=time.time(),
         ttl_s=state.settings.token_ttl_s,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -21,6 +20,7 @@ from dpkit.server.refusals import Refusals
 from dpkit.server.settings import Settings
 from dpkit.server.token_use import TokenLedger
 from dpkit.server.tokens import TokenSigner
+from dpkit.server.web_sdk import WebSdkProvider
 from dpkit.server.webhooks import Webhooks
 
 if TYPE_CHECKING:
@@ -51,6 +51,8 @@ class ServerState:
     #: Token requests and new sockets per second per client address.
     token_rate: RateLimiter
     socket_rate: RateLimiter
+    #: The page's Web SDK: where it is served from, fetched from the registry on first need.
+    web_sdk: WebSdkProvider
     #: Every open session socket.
     live: set[SignallingSession] = field(default_factory=set)
     #: Accepted sessions by session id.
@@ -61,8 +63,6 @@ class ServerState:
     tokens_in_use: TokenLedger = field(default_factory=TokenLedger)
     #: Connections, requests and sockets refused, by the limit that refused them.
     refusals: Refusals = field(default_factory=Refusals)
-    #: Where the Web SDK bundle was found (None: not installed).
-    web_sdk_dir: Path | None = None
     telemetry_batches: int = 0
     #: Telemetry tokens handed out (the Web SDK asks for one before it opens its socket).
     telemetry_tokens: int = 0
