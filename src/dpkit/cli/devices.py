@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from dpkit.cli.parsers import columns, command_parser, shown
 
-from dpkit.cli.parsers import command_parser
-from dpkit.media.devices_list import DeviceKind, DeviceList, list_devices
+if TYPE_CHECKING:
+    from dpkit.media.devices_list import DeviceKind, DeviceList
 
 HELP = "list the microphones, cameras and speakers dpkit can use on this machine"
 DESCRIPTION = """\
@@ -21,6 +19,9 @@ through V4L2 (/dev/video*) on Linux. The default of each kind is marked with '*'
 
   dpkit devices
   dpkit devices --json
+
+--json prints one document: {"microphones": [DEVICE, ...], "cameras": [...], "speakers": [...],
+"problems": [TEXT, ...]}, each DEVICE {"kind", "name", "id", "backend", "default"}.
 
 An ID is what the client takes to choose a device: a PortAudio index for a microphone, a path
 for a camera. A backend that cannot list anything says why at the end (for example, "no
@@ -36,29 +37,35 @@ SECTIONS: tuple[tuple[DeviceKind, str], ...] = (
 
 def add_parser(commands: Any) -> None:
     parser = command_parser(commands, "devices", HELP, DESCRIPTION)
-    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON instead of tables (see above)"
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from dpkit.media.devices_list import list_devices
+
     devices = list_devices()
     if args.json:
         print(json.dumps(as_json(devices), indent=2))
         return 0
-    console = Console()
     for kind, title in SECTIONS:
         found = devices.of_kind(kind)
         if not found:
-            console.print(f"[bold]{title}[/bold]: none")
+            print(f"{title}: none")
             continue
-        table = Table(title=title, title_justify="left")
-        for column in ("", "name", "id", "backend"):
-            table.add_column(column, overflow="fold")
-        for device in found:
-            table.add_row("*" if device.default else "", device.name, device.id, device.backend)
-        console.print(table)
+        print(f"{title}:")
+        rows = [("", "id", "backend", "name")]
+        # The id first and whole: it is what the client takes to choose a device.
+        rows += [
+            ("*" if device.default else "", device.id, device.backend, device.name)
+            for device in found
+        ]
+        for line in columns(rows):
+            print(f"  {line}")
     for problem in devices.problems:
-        console.print(f"[yellow]problem[/yellow]: {escape(problem)}")
+        print(f"problem: {shown(problem)}")
     return 0
 
 

@@ -6,20 +6,14 @@ import argparse
 import asyncio
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-from rich.console import Console
+from dpkit.cli.parsers import command_parser, port_number
 
-from dpkit.cli.parsers import command_parser
-from dpkit.errors import ConfigurationError
-from dpkit.orchestrator import (
-    CONTROL_PATH,
-    DEFAULT_RULES,
-    Orchestrator,
-    create_orchestrator_app,
-    load_rules,
-)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from dpkit.orchestrator import Orchestrator
 
 HELP = "run a small reference orchestration server (answers from a rule table)"
 DESCRIPTION = """\
@@ -34,7 +28,12 @@ conversation, which the session server reports as conversationEnded.
 def add_parser(commands: Any) -> None:
     parser = command_parser(commands, "orchestrator", HELP, DESCRIPTION)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
-    parser.add_argument("--port", type=int, default=8090, help="port to listen on (%(default)s)")
+    parser.add_argument(
+        "--port",
+        type=port_number,
+        default=8090,
+        help="port to listen on, 0 to 65535; 0 picks a free one (%(default)s)",
+    )
     parser.add_argument(
         "--rules", type=Path, help="a JSON rule table (default: a small built-in one)"
     )
@@ -42,7 +41,12 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
+    from rich.console import Console
+
+    from dpkit.errors import ConfigurationError
+    from dpkit.orchestrator import DEFAULT_RULES, Orchestrator, load_rules
+
+    console = Console(stderr=True, soft_wrap=True)  # a path or a key stays whole
     try:
         rules = load_rules(args.rules) if args.rules else DEFAULT_RULES
     except ConfigurationError as exc:
@@ -52,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def serve(host: str, port: int, orchestrator: Orchestrator, console: Console) -> int:
+    from aiohttp import web
+
+    from dpkit.orchestrator import CONTROL_PATH, create_orchestrator_app
+
     runner = web.AppRunner(create_orchestrator_app(orchestrator), handle_signals=False)
     await runner.setup()
     try:

@@ -1,20 +1,26 @@
-"""``dpkit serve``: run the session server until interrupted."""
+"""``dpkit serve``: run the session server until interrupted.
+
+The banner's hints (``dpkit connect URL``, ``dpkit watch URL``, ``dpkit keys list``) carry the
+options that make them find this server's data directory and admin token exactly as printed.
+The server itself is imported in :func:`run`, so ``dpkit serve --help`` stays quick.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shlex
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from dpkit.cli.parsers import command_parser, http_url, port_number, positive_int
 
-from dpkit.cli.parsers import command_parser
-from dpkit.errors import ConfigurationError
-from dpkit.rtc import is_loopback_host
-from dpkit.server import DpkitServer, Settings
-from dpkit.server.connections import raise_open_file_limit
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from dpkit.server import DpkitServer, Settings
 
 HELP = "run a server that hosts Digital Persons"
 DESCRIPTION = """\
@@ -34,13 +40,23 @@ def add_parser(commands: Any) -> None:
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="a TOML settings file")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="a TOML settings file")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument(
-        "--port", type=int, help="port to listen on; 0 picks a free one (default 8080)"
+        "--port",
+        type=port_number,
+        help="port to listen on, 0 to 65535; 0 picks a free one (default 8080)",
     )
-    parser.add_argument("--data-dir", type=Path, help="where keys and state live")
-    parser.add_argument("--capacity", type=int, help="Digital Persons run at once (default 4)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="where keys and state live; created if missing, must be writable (default "
+        "DPKIT_DATA_DIR, else data_dir in --config, else ~/.local/share/dpkit)",
+    )
+    parser.add_argument(
+        "--capacity", type=positive_int, help="Digital Persons run at once, 1 or more (default 4)"
+    )
     parser.add_argument(
         "--ice-address",
         action="append",
@@ -51,6 +67,7 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--public-url",
+        type=http_url,
         help="the URL clients use to reach this server (wins over the Host and X-Forwarded-* "
         "headers)",
     )
@@ -64,6 +81,13 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         "--tls-key", type=Path, metavar="FILE", help="the certificate's private key"
     )
     parser.add_argument(
+        "--web-sdk-dir",
+        type=Path,
+        metavar="DIR",
+        help="serve the page's Web SDK from this copy of its bundles directory (holding "
+        "smwebsdk.js) instead of fetching it from the npm registry",
+    )
+    parser.add_argument(
         "--trusted-proxy",
         action="append",
         dest="trusted_proxies",
@@ -74,6 +98,8 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
+    from dpkit.server.settings import Settings
+
     values: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -84,22 +110,41 @@ def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
         "trusted_proxies": tuple(args.trusted_proxies) if args.trusted_proxies else None,
+        "web_sdk_dir": args.web_sdk_dir,
     }
     values.update(overrides)
     return Settings.load(args.config, **values)
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
+    from rich.console import Console
+    from rich.markup import escape
+
+    from dpkit.errors import ConfigurationError
+    from dpkit.extras import require_extra
+    from dpkit.server.settings import prepare_data_dir
+
+    console = Console(stderr=True, soft_wrap=True)  # a path or a key stays whole
     try:
+        require_extra("server", "dpkit serve")
         settings = settings_from(args)
+        # Before any key or journal is written: a data directory that cannot be written is
+        # one named error, not a traceback from sqlite or a misleading listen error.
+        prepare_data_dir(settings.data_dir)
     except ConfigurationError as exc:
-        console.print(f"[red]{exc.name}[/red]: {exc.message}")
+        say(console, f"[red]{exc.name}[/red]: {escape(exc.message)}")
         return 2
-    return asyncio.run(serve(settings, console))
+    return asyncio.run(serve(settings, console, config_file=args.config))
 
 
-async def serve(settings: Settings, console: Console) -> int:
+async def serve(settings: Settings, console: Console, *, config_file: Path | None = None) -> int:
+    from rich.markup import escape
+
+    from dpkit.errors import ConfigurationError
+    from dpkit.server import DpkitServer
+    from dpkit.server.connections import raise_open_file_limit
+    from dpkit.server.state import STATE
+
     # Each connection and each session's sockets are file descriptors: take what the system
     # allows, and the connection limit is kept under it (dpkit.server.connections).
     raise_open_file_limit()
@@ -107,22 +152,41 @@ async def serve(settings: Settings, console: Console) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    server: DpkitServer | None = None
+    listening = False
     try:
-        async with DpkitServer(settings) as server:
-            print_banner(server, console)
+        server = DpkitServer(settings)
+        async with server:
+            listening = True
+            print_banner(server, console, config_file=config_file)
             await stop.wait()
             console.print("shutting down: ending live sessions ...")
     except ConfigurationError as exc:
-        console.print(f"[red]{exc.name}[/red]: {exc.message}")
+        say(console, f"[red]{exc.name}[/red]: {escape(exc.message)}")
         return 2
     except OSError as exc:
-        console.print(f"[red]cannot listen on {settings.host}:{settings.port}[/red]: {exc}")
+        if listening:
+            say(console, f"[red]dpkit serve failed[/red]: {escape(str(exc))}")
+        elif server is not None and STATE in server.app:
+            # The lifespan ran (keys, journal, state) and the socket did not bind: only this
+            # is a listen failure.
+            where = f"{settings.host}:{settings.port}"
+            say(console, f"[red]cannot listen on {escape(where)}[/red]: {escape(str(exc))}")
+        else:
+            say(console, f"[red]cannot start the server[/red]: {escape(str(exc))}")
         return 1
     return 0
 
 
+def say(console: Console, markup: str) -> None:
+    """One message, never wrapped by rich (a path or a command in it stays whole)."""
+    console.print(markup, highlight=False, soft_wrap=True)
+
+
 def network_warnings(settings: Settings) -> list[str]:
     """What an operator should know before clients reach this server over a network."""
+    from dpkit.rtc import is_loopback_host
+
     warnings = []
     if not is_loopback_host(settings.host) and not settings.tls and not settings.trusted_proxies:
         warnings.append(
@@ -134,8 +198,31 @@ def network_warnings(settings: Settings) -> list[str]:
     return warnings
 
 
-def print_banner(server: DpkitServer, console: Console) -> None:
+def hint_options(server: DpkitServer, config_file: Path | None = None) -> dict[str, str]:
+    """What each banner hint must add to find this server's files as printed, by command.
+
+    ``--data-dir`` when the data directory is not the built-in default; for ``watch``, also
+    ``--config`` when the admin token is the config file's (a ``DPKIT_*`` variable is seen by a
+    command run in the same environment, as it is by this one).
+    """
+    from dpkit.server.settings import default_data_dir
+
     settings = server.settings
+    data_dir = ""
+    if settings.data_dir.absolute() != default_data_dir().absolute():
+        data_dir = f" --data-dir {shlex.quote(str(settings.data_dir.absolute()))}"
+    watch = data_dir
+    # serve takes no --admin-token, and DPKIT_ADMIN_TOKEN wins over the file: with neither, a
+    # token in the settings is the config file's.
+    if settings.admin_token and config_file is not None and "DPKIT_ADMIN_TOKEN" not in os.environ:
+        watch += f" --config {shlex.quote(str(config_file.absolute()))}"
+    return {"connect": data_dir, "watch": watch, "keys": data_dir}
+
+
+def print_banner(server: DpkitServer, console: Console, *, config_file: Path | None = None) -> None:
+    settings = server.settings
+    hints = hint_options(server, config_file)
+    url = shlex.quote(server.url)
     console.print(f"[bold]dpkit serve[/bold] on {server.url}")
     for warning in network_warnings(settings):
         console.print(f"  [yellow]warning[/yellow]: {warning}")
@@ -144,18 +231,32 @@ def print_banner(server: DpkitServer, console: Console) -> None:
         f"({settings.persona.video_width}x{settings.persona.video_height} "
         f"@ {settings.persona.video_fps:g} fps)"
     )
-    console.print(f"  data directory:  {settings.data_dir}")
+    console.print(f"  data directory:  {settings.data_dir}", markup=False, soft_wrap=True)
     console.print(f"  ICE addresses:   {', '.join(settings.effective_ice_addresses or ('all',))}")
-    if console.is_terminal:
-        console.print(f"  API key:         {server.api_key()}", soft_wrap=True)
-        console.print(f"  admin token:     {server.admin_token}")
+    console.print(
+        f"  page Web SDK:    {server.state.web_sdk.describe()}", markup=False, soft_wrap=True
+    )
+
+    # The hints are printed as they are (no markup, never wrapped mid-command), to be pasted.
+    def line(text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    page_key = server.state.keys.page_key()
+    keys_list = f"dpkit keys list{hints['keys']} --url {url}"
+    if page_key is None:
+        line(f"  API key:         none: add one with dpkit keys add{hints['keys']} --url {url}")
+    elif console.is_terminal:
+        from dpkit.server.endpoints import TOKEN_PATH
+
+        line(f"  API key:         {page_key.api_key(server.url + TOKEN_PATH)}")
     else:
         # Not a terminal: this text is going to a file or a log; keep the secrets out of it.
-        keys_file = settings.data_dir / "keys.json"
-        console.print(
-            f"  API key:         dpkit keys list --data-dir {settings.data_dir} --url {server.url}",
-            soft_wrap=True,
-        )
-        console.print(f"  admin token:     in {keys_file} (adminToken)")
-    console.print(f"  connect with:    dpkit connect {server.url}")
-    console.print(f"  watch with:      dpkit watch {server.url}")
+        line(f"  API key:         {keys_list}")
+    if console.is_terminal:
+        line(f"  admin token:     {server.admin_token}")
+    elif settings.admin_token:
+        line("  admin token:     the admin_token setting")
+    else:
+        line(f"  admin token:     in {settings.data_dir / 'keys.json'} (adminToken)")
+    line(f"  connect with:    dpkit connect {url}{hints['connect']}")
+    line(f"  watch with:      dpkit watch {url}{hints['watch']}")

@@ -5,95 +5,166 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from rich.console import Console
+from dpkit.cli.parsers import add_data_dir_options, command_parser, http_url, positive_int, shown
 
-from dpkit.cli.parsers import command_parser
-from dpkit.server.keys import KeyStore
-from dpkit.server.settings import default_data_dir
+if TYPE_CHECKING:
+    from pathlib import Path
 
 HELP = "follow every session's state changes on a server, live"
 DESCRIPTION = """\
 Follow the server's live feed (GET /api/events, Server-Sent Events) and print one line per
 happening: a socket opening, each connection state, queue places, camera changes, endings.
-The admin token is read from the local server's data directory unless --admin-token is given.
+
+The admin token is found as 'dpkit serve' finds it: --admin-token, else DPKIT_ADMIN_TOKEN, else
+admin_token in --config FILE, else the adminToken in keys.json in the server's data directory
+(--data-dir, DPKIT_DATA_DIR, data_dir in --config FILE, ~/.local/share/dpkit). Nothing is
+created or changed. The watch command in the banner of 'dpkit serve' works as printed.
+
+Exit status: 0 after --max-events events, 1 when the feed cannot be followed or the server ends
+it, 2 for bad arguments or no admin token.
 """
+
+#: How long connecting to the server may take (seconds); the feed itself may be quiet for ever.
+CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class AdminToken:
+    """The token to present, and where it was found (for the advice when it is refused)."""
+
+    token: str
+    source: str
 
 
 def add_parser(commands: Any) -> None:
     parser = command_parser(commands, "watch", HELP, DESCRIPTION)
     parser.add_argument(
-        "url", nargs="?", default="http://127.0.0.1:8080", help="the server (default %(default)s)"
+        "url",
+        nargs="?",
+        type=http_url,
+        default="http://127.0.0.1:8080",
+        help="the server (default %(default)s)",
     )
-    parser.add_argument("--admin-token", help="the server's admin token")
-    parser.add_argument("--data-dir", type=Path, help="the local server's data directory")
-    parser.add_argument("--json", action="store_true", help="print each event as a JSON line")
+    parser.add_argument("--admin-token", metavar="TOKEN", help="the server's admin token")
+    add_data_dir_options(parser)
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print each event as one JSON object a line: {"seq", "type" (opened, state, '
+        'queue, camera, ended), "socketId", "sessionId", "at", ...}',
+    )
     parser.add_argument(
         "--max-events",
-        type=int,
+        type=positive_int,
         metavar="N",
-        help="stop after N events (default: run until Ctrl-C)",
+        help="stop after N events, 1 or more (default: run until Ctrl-C)",
     )
     parser.set_defaults(run=run)
 
 
+def find_admin_token(
+    given: str | None, data_dir: Path | None, config_file: Path | None
+) -> AdminToken:
+    """The admin token as the server on this machine has it (see the command's help)."""
+    from dpkit.server.keys import KEYS_FILE, KeyStore
+    from dpkit.server.settings import existing_data_dir, resolve
+
+    setting = resolve("admin_token", given, given_as="--admin-token", config_file=config_file)
+    if setting.value:
+        return AdminToken(str(setting.value), setting.source)
+    directory = existing_data_dir(data_dir, config_file=config_file, needs=KEYS_FILE)
+    return AdminToken(
+        KeyStore.load(directory).admin_token, f"adminToken in {directory / KEYS_FILE}"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
-    token = args.admin_token
-    if token is None:
-        directory = args.data_dir or default_data_dir()
-        if not (directory / "keys.json").exists():
-            console.print(
-                f"[red]no admin token[/red]: pass --admin-token, or --data-dir of a server on "
-                f"this machine (looked in {directory})"
-            )
-            return 2
-        token = KeyStore.load_or_create(directory).admin_token
-    return asyncio.run(watch(args.url.rstrip("/"), token, args.json, args.max_events, console))
+    from dpkit.errors import ConfigurationError
+
+    try:
+        token = find_admin_token(args.admin_token, args.data_dir, args.config)
+    except ConfigurationError as exc:
+        say(f"no admin token: {exc.message}; or pass --admin-token")
+        return 2
+    return asyncio.run(watch(args.url, token, args.json, args.max_events))
 
 
-async def watch(
-    url: str, token: str, as_json: bool, max_events: int | None, console: Console
-) -> int:
+def say(text: str) -> None:
+    print(shown(text), file=sys.stderr, flush=True)
+
+
+async def watch(url: str, token: AdminToken, as_json: bool, max_events: int | None) -> int:
+    import aiohttp
+    import aiohttp.http_exceptions
+
     seen = 0
-    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
-    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    headers = {"Authorization": f"Bearer {token.token}", "Accept": "text/event-stream"}
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=None)
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as http,
             http.get(url + "/api/events", headers=headers) as response,
         ):
-            if response.status != 200:
-                console.print(f"[red]the server refused the feed[/red]: HTTP {response.status}")
+            if response.status in (401, 403):
+                say(
+                    f"the server refused the feed: HTTP {response.status}: it does not take the "
+                    f"admin token watch used ({token.source}). Pass the server's --data-dir "
+                    "(as in its banner's watch command) or --admin-token."
+                )
                 return 1
-            if not as_json:
-                console.print(f"following {url} (Ctrl-C to stop)")
+            if response.status != 200:
+                say(f"the server refused the feed: HTTP {response.status}")
+                return 1
+            # On stderr even with --json (whose events go to stdout): a script can wait for it.
+            say(f"following {url} (Ctrl-C to stop)")
             async for raw in response.content:
-                line = raw.decode().rstrip("\n")
-                if not line.startswith("data: "):
+                event = parse_event(raw)
+                if event is None:
                     continue
-                event = json.loads(line.removeprefix("data: "))
                 if as_json:
                     print(json.dumps(event), flush=True)
                 else:
-                    console.print(describe(event), highlight=False)
+                    print(shown(describe(event)), flush=True)
                 seen += 1
                 if max_events is not None and seen >= max_events:
                     return 0
     except aiohttp.ClientError as exc:
-        console.print(f"[red]cannot follow {url}[/red]: {exc}")
+        say(f"cannot follow {url}: {exc}")
         return 1
-    return 0
+    except (ValueError, aiohttp.http_exceptions.HttpProcessingError) as exc:
+        # aiohttp's reader: a line longer than it buffers (LineTooLong), or a broken body.
+        say(f"cannot follow {url}: the server sent what is not an event stream ({exc!r:.200})")
+        return 1
+    say(f"the server at {url} ended the feed")
+    return 1
+
+
+def parse_event(raw: bytes) -> dict[str, Any] | None:
+    """The event on one ``data:`` line of the stream; None for anything else."""
+    line = raw.decode("utf-8", "replace").rstrip("\r\n")
+    if not line.startswith("data: "):
+        return None
+    try:
+        event = json.loads(line.removeprefix("data: "))
+    except ValueError:
+        say(f"skipped an event that is not JSON: {line[:200]}")
+        return None
+    if not isinstance(event, dict):
+        say(f"skipped an event that is not an object: {line[:200]}")
+        return None
+    return event
 
 
 def describe(event: dict[str, Any]) -> str:
     """One readable line for a feed event."""
-    at = time.strftime("%H:%M:%S", time.localtime(event.get("at", 0)))
-    who = event.get("sessionId") or f"socket {event.get('socketId')}"
+    at_value = event.get("at", 0)
+    at = time.strftime("%H:%M:%S", time.localtime(at_value if _is_time(at_value) else 0))
+    who = str(event.get("sessionId") or f"socket {event.get('socketId')}")
     kind = event.get("type")
     if kind == "opened":
         what = f"opened by a {event.get('client')} client ({event.get('persona')})"
@@ -107,4 +178,9 @@ def describe(event: dict[str, Any]) -> str:
         what = f"ended: {event.get('reason')}"
     else:
         what = json.dumps(event)
+    # The id is never cut: a longer one pushes the rest of the line along.
     return f"{at}  {who:<28} {what}"
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, int | float) and 0 <= value < 2**40

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
 import re
 from dataclasses import asdict
 
@@ -19,8 +20,8 @@ from aiohttp import web
 
 from dpkit.server.state import STATE, ServerState
 
-#: How often the event stream sends a comment so proxies keep it open (seconds).
-HEARTBEAT_S = 15.0
+logger = logging.getLogger("dpkit.server.admin")
+
 #: A close reason an operator may give: it goes to the client in ``close {reason}``.
 REASON = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 
@@ -97,9 +98,14 @@ async def close_session(request: web.Request) -> web.Response:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """``GET /api/events``: every session's state changes as Server-Sent Events."""
+    """``GET /api/events``: every session's state changes as Server-Sent Events.
+
+    After ``feed_heartbeat_s`` of quiet a comment goes out, so proxies keep the stream open and a
+    reader that left is noticed: writing to it fails, and the stream ends quietly.
+    """
     _require_admin(request, query_token=True)
     state = request.app[STATE]
+    heartbeat_s = state.settings.feed_heartbeat_s
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -107,26 +113,28 @@ async def events(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",
         }
     )
-    await response.prepare(request)
-    await response.write(b": dpkit session feed\n\n")
-    feed = state.feed.subscribe()
-    try:
-        while True:
-            try:
-                async with asyncio.timeout(HEARTBEAT_S):
-                    event = await anext(feed)
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                continue
-            data = json.dumps(event, separators=(",", ":"))
-            await response.write(
-                f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
-            )
-    except ConnectionError:
-        # The reader left; that is how an event stream ends.
-        return response
-    finally:
-        await feed.aclose()
+    # Subscribed before the reader hears anything: once it has the first bytes, it misses no
+    # event. A subscription's next() can be timed out without ending it (a generator's cannot:
+    # the timeout would close it, and the next read would raise StopAsyncIteration).
+    with state.feed.subscription() as subscription:
+        try:
+            await response.prepare(request)
+            await response.write(b": dpkit session feed\n\n")
+            while True:
+                try:
+                    async with asyncio.timeout(heartbeat_s):
+                        event = await subscription.next()
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                data = json.dumps(event, separators=(",", ":"))
+                await response.write(
+                    f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
+                )
+        except ConnectionError:
+            # The reader left; that is how an event stream ends.
+            logger.debug("event stream reader left (%s)", request.remote)
+    return response
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncGenerator
+from types import TracebackType
 from typing import Any
 
 FeedEvent = dict[str, Any]
@@ -39,13 +40,20 @@ class StateFeed:
 
     async def subscribe(self) -> AsyncGenerator[FeedEvent, None]:
         """Every event from now on, for as long as the caller iterates."""
+        with self.subscription() as subscription:
+            while True:
+                yield await subscription.next()
+
+    def subscription(self) -> Subscription:
+        """A subscription that holds every event from this call on, until it is closed.
+
+        Unlike :meth:`subscribe`, whose generator subscribes only when first iterated, it is
+        registered before the caller answers anyone, so an event stream never misses the events
+        published between its response and its first read.
+        """
         queue: asyncio.Queue[FeedEvent] = asyncio.Queue(SUBSCRIBER_BACKLOG)
         self._subscribers.add(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self._subscribers.discard(queue)
+        return Subscription(queue, self._subscribers)
 
     # --- the journal protocol ---------------------------------------------------------------
 
@@ -85,3 +93,31 @@ class StateFeed:
 
     def close(self) -> None:
         self._subscribers.clear()
+
+
+class Subscription:
+    """One subscriber's queue of events; ``close()`` (or leaving its ``with``) unsubscribes."""
+
+    def __init__(
+        self, queue: asyncio.Queue[FeedEvent], subscribers: set[asyncio.Queue[FeedEvent]]
+    ) -> None:
+        self._queue = queue
+        self._subscribers = subscribers
+
+    async def next(self) -> FeedEvent:
+        """The oldest event not yet read, waiting for one if there is none."""
+        return await self._queue.get()
+
+    def close(self) -> None:
+        self._subscribers.discard(self._queue)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

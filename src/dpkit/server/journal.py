@@ -14,17 +14,24 @@ that ended more than ``journal_retention_days`` ago are deleted with their event
 node's to end.
 
 :class:`SqliteJournal` is the store; the server only uses the :class:`Journal` protocol, so
-another store can stand in for it.
+another store can stand in for it. The server opens it for writing and proves at start that it
+can write (a read-only data directory is a named error then, not a traceback at the first
+session); ``dpkit sessions`` opens it with :meth:`SqliteJournal.read_only`, which creates nothing.
 """
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from dpkit.errors import ConfigurationError
+from dpkit.server.settings import DataDirNotWritable
 
 JOURNAL_FILE = "journal.sqlite3"
 
@@ -102,21 +109,47 @@ _COLUMNS = (
 )
 _UPDATABLE = {"session_id", "queue_wait_s", "microphone", "camera"}
 DAY_S = 86400.0
+#: The longest id (or id prefix) a lookup takes; the journal's ids are far shorter.
+MAX_ID_CHARS = 256
 
 
 class SqliteJournal:
     """The journal in one SQLite file (write-ahead log, so readers never block the server)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        if read_only:
+            self._db = _connect_read_only(path)
+            return
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise _not_writable(path, exc) from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+            # Write once and roll it back: a journal that cannot be written (a read-only file, or
+            # a directory where its -wal cannot be made) fails here, at start, not at a session.
+            with contextlib.suppress(_RolledBack), self._transaction():
+                self._db.execute(
+                    "INSERT INTO events (socket_id, at, kind, detail) VALUES ('', 0, 'probe', '')"
+                )
+                raise _RolledBack
+        except sqlite3.Error as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.OperationalError):
+                raise _not_writable(path, exc) from None
+            raise ConfigurationError(f"{path} is not a dpkit session journal: {exc}") from None
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> SqliteJournal:
         return cls(data_dir / JOURNAL_FILE)
+
+    @classmethod
+    def read_only(cls, path: Path) -> SqliteJournal:
+        """The journal at ``path`` for reading only: no schema, no file or directory created."""
+        return cls(path, read_only=True)
 
     def opened(
         self, socket_id: str, *, key_id: str, client_kind: str, node: str, persona: str, at: float
@@ -215,8 +248,59 @@ class SqliteJournal:
             **{**record.__dict__, "events": tuple(JournalEvent(*event) for event in events)}
         )
 
+    def matching(self, prefix: str, limit: int = 10) -> builtins.list[str]:
+        """Up to ``limit`` ids that start with ``prefix`` (session ids, else socket ids).
+
+        A socket that never got a session is matched by its socket id. Newest first, one per
+        session socket, so a caller can tell a unique prefix from an ambiguous one (it asks for
+        one more than it will show).
+        """
+        if not prefix or len(prefix) > MAX_ID_CHARS:
+            return []
+        rows = self._db.execute(
+            "SELECT session_id, socket_id FROM sessions "
+            "WHERE substr(session_id, 1, ?) = ? OR substr(socket_id, 1, ?) = ? "
+            "ORDER BY opened_at DESC LIMIT ?",
+            (len(prefix), prefix, len(prefix), prefix, limit),
+        ).fetchall()
+        found = []
+        for session_id, socket_id in rows:
+            matched = session_id if session_id and str(session_id).startswith(prefix) else socket_id
+            found.append(str(matched))
+        return found
+
     def close(self) -> None:
         self._db.close()
+
+
+class _RolledBack(Exception):
+    """Raised inside a transaction only to roll it back."""
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    # A read-only connection to a write-ahead-log database creates its -wal and -shm files when
+    # they are missing (no server has it open) and leaves them behind. Without a -wal file the
+    # database file is the whole journal, so it is read as immutable and nothing is created;
+    # with one (a server is running, or was killed), the server's files are used as they are.
+    wal = path.with_name(path.name + "-wal")
+    uri = path.absolute().as_uri() + "?mode=ro" + ("" if wal.exists() else "&immutable=1")
+    try:
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise ConfigurationError(f"cannot read the session journal {path}: {exc}") from None
+    try:
+        db.execute("SELECT 1 FROM sessions LIMIT 1").fetchone()
+    except sqlite3.Error as exc:
+        db.close()
+        raise ConfigurationError(f"{path} is not a dpkit session journal: {exc}") from None
+    return db
+
+
+def _not_writable(path: Path, exc: sqlite3.Error) -> DataDirNotWritable:
+    return DataDirNotWritable(
+        f"cannot write the session journal {path}: {exc} (is the data directory {path.parent} "
+        "writable?)"
+    )
 
 
 def _flag(value: object) -> bool | None:

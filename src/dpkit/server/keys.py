@@ -4,6 +4,10 @@ On a fresh machine the file does not exist: :func:`load_or_create` creates the d
 signing secret, the admin token, the webhook secret and one default API key, so ``dpkit serve``
 runs with no configuration. Each key carries the browser origins that may use it
 (:mod:`dpkit.server.origins`); the default key, the reference page's, allows only ``self``.
+
+Commands that only read the keys (``dpkit keys list``, ``dpkit watch``) use :func:`KeyStore.load`,
+which never creates or rewrites anything. A running server rereads the file when it changes
+(``dpkit keys add`` and ``remove`` take effect at its next token request).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from dpkit.apikey import ApiKey
 from dpkit.errors import ConfigurationError
 from dpkit.server.origins import SELF, check_origin_entry
+from dpkit.server.settings import DataDirNotWritable, NoDataDir
 
 KEYS_FILE = "keys.json"
 #: The label of the key made on first start: the reference page's own key.
@@ -66,25 +71,30 @@ class KeyStore:
         self.webhook_secret = webhook_secret or secrets.token_urlsafe(32)
         self._keys = {key.key_id: key for key in keys}
         self._path = path
-        self._loaded_mtime = self._mtime()
+        self._loaded = self._stamp()
 
-    def _mtime(self) -> float:
+    def _stamp(self) -> tuple[int, int, int]:
+        """The file's identity: every save replaces it (a new inode), so a change always shows,
+        however coarse the file system's clock."""
         try:
-            return self._path.stat().st_mtime if self._path is not None else 0.0
+            if self._path is None:
+                return (0, 0, 0)
+            status = self._path.stat()
         except OSError:
-            return 0.0
+            return (0, 0, 0)
+        return (status.st_ino, status.st_mtime_ns, status.st_size)
 
     def _refresh(self) -> None:
-        """Pick up keys added by ``dpkit keys add`` while the server runs."""
-        mtime = self._mtime()
-        if self._path is None or mtime == self._loaded_mtime:
+        """Pick up keys added or removed by ``dpkit keys`` while the server runs."""
+        stamp = self._stamp()
+        if self._path is None or stamp == self._loaded:
             return
         try:
             data = json.loads(self._path.read_text())
             self._keys = {item["key_id"]: _record(item) for item in data["keys"]}
-        except (OSError, ValueError, KeyError, TypeError, ConfigurationError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, ConfigurationError):
             return  # a half-written file: keep what we have, read it next time
-        self._loaded_mtime = mtime
+        self._loaded = stamp
 
     @property
     def keys(self) -> list[KeyRecord]:
@@ -103,6 +113,34 @@ class KeyStore:
     def get(self, key_id: str) -> KeyRecord | None:
         return self._keys.get(key_id)
 
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    def page_key(self) -> KeyRecord | None:
+        """The key the reference page uses: the one labelled ``default``, else the first."""
+        for record in self._keys.values():
+            if record.label == DEFAULT_LABEL:
+                return record
+        return next(iter(self._keys.values()), None)
+
+    def matching(self, key_id_prefix: str) -> list[KeyRecord]:
+        """The key whose id is ``key_id_prefix``, else every key whose id starts with it."""
+        exact = self._keys.get(key_id_prefix)
+        if exact is not None:
+            return [exact]
+        return [key for key in self._keys.values() if key.key_id.startswith(key_id_prefix)]
+
+    def remove(self, key_id: str) -> KeyRecord:
+        """Delete the key ``key_id`` from the file; a running server stops accepting it."""
+        record = self._keys.pop(key_id)
+        try:
+            self._save()
+        except BaseException:
+            self._keys[key_id] = record
+            raise
+        return record
+
     def add(
         self, label: str, *, persistence: bool = False, origins: tuple[str, ...] = ()
     ) -> KeyRecord:
@@ -110,7 +148,11 @@ class KeyStore:
             secrets.token_hex(6), secrets.token_urlsafe(24), label, persistence, origins
         )
         self._keys[record.key_id] = record
-        self._save()
+        try:
+            self._save()
+        except BaseException:
+            del self._keys[record.key_id]
+            raise
         return record
 
     def _save(self) -> None:
@@ -123,23 +165,37 @@ class KeyStore:
             "keys": [asdict(key) for key in self._keys.values()],
         }
         tmp = self._path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        tmp.chmod(0o600)
-        os.replace(tmp, self._path)
-        self._loaded_mtime = self._mtime()
+        try:
+            # Created private: the file holds the signing secret and the admin token.
+            descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                os.fchmod(handle.fileno(), 0o600)  # a leftover .tmp keeps its mode otherwise
+                handle.write(json.dumps(data, indent=2))
+            os.replace(tmp, self._path)
+        except OSError as exc:
+            raise DataDirNotWritable(
+                f"cannot write {self._path}: {exc.strerror or exc} (is the data directory "
+                f"{self._path.parent} writable?)"
+            ) from None
+        self._loaded = self._stamp()
 
     @classmethod
-    def load_or_create(cls, data_dir: Path) -> KeyStore:
-        """Read ``keys.json`` from ``data_dir``, creating both with a default key when missing."""
-        try:
-            data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigurationError(f"cannot create data directory {data_dir}: {exc}") from None
+    def load(cls, data_dir: Path) -> KeyStore:
+        """Read ``keys.json`` from ``data_dir``; never creates or rewrites anything.
+
+        A missing directory or file is :class:`~dpkit.server.settings.NoDataDir`.
+        """
         path = data_dir / KEYS_FILE
-        if not path.exists():
-            store = cls(secrets.token_bytes(32), [], path)
-            store.add(DEFAULT_LABEL, origins=(SELF,))
-            return store
+        if not data_dir.is_dir():
+            raise NoDataDir(f"no dpkit data directory at {data_dir}")
+        if not path.is_file():
+            raise NoDataDir(f"no {KEYS_FILE} in {data_dir}: it is not a dpkit data directory yet")
+        store, _complete = cls._read(path)
+        return store
+
+    @classmethod
+    def _read(cls, path: Path) -> tuple[KeyStore, bool]:
+        """The store in ``path``, and whether the file has every secret this version keeps."""
         try:
             data = json.loads(path.read_text())
             keys = [_record(item) for item in data["keys"]]
@@ -150,9 +206,26 @@ class KeyStore:
                 data.get("adminToken"),
                 data.get("webhookSecret"),
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigurationError(f"{path} is not a valid key file: {exc}") from None
-        if "adminToken" not in data or "webhookSecret" not in data:
+        return store, "adminToken" in data and "webhookSecret" in data
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path) -> KeyStore:
+        """Read ``keys.json`` from ``data_dir``, creating both with a default key when missing."""
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataDirNotWritable(
+                f"cannot create data directory {data_dir}: {exc.strerror or exc}"
+            ) from None
+        path = data_dir / KEYS_FILE
+        if not path.exists():
+            store = cls(secrets.token_bytes(32), [], path)
+            store.add(DEFAULT_LABEL, origins=(SELF,))
+            return store
+        store, complete = cls._read(path)
+        if not complete:
             store._save()  # a key file from before these secrets: keep the new ones
         return store
 

@@ -4,12 +4,20 @@ Precedence, lowest first: built-in defaults (the embedded default that runs on a
 the config file, ``DPKIT_*`` environment variables, then explicit arguments. Every field can be
 set each way; the environment variable is the field's name in upper case with a ``DPKIT_`` prefix
 (``DPKIT_PORT=8080``, ``DPKIT_ICE_ADDRESSES=127.0.0.1,::1``).
+
+Every command reads a setting the same way: :meth:`Settings.load` for ``dpkit serve``, and
+:func:`resolve` for one setting (``dpkit sessions``, ``watch`` and ``keys`` find the server's data
+directory and admin token with it), both from the same sources in the same order
+(:func:`_layers`). Read-only commands take the data directory from :func:`existing_data_dir`,
+which never creates it; ``dpkit serve`` from :func:`prepare_data_dir`, which creates it and
+proves it writable before anything is written to it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +36,23 @@ def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/dpkit`` (``~/.local/share/dpkit``)."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "dpkit"
+
+
+class NoDataDir(ConfigurationError):
+    """A command that only reads found no data directory (or no server's files in it)."""
+
+    name = "noDataDir"
+    advice = "Start 'dpkit serve' once with that data directory, or check the path."
+
+
+class DataDirNotWritable(ConfigurationError):
+    """``dpkit serve`` cannot create or write its data directory or a file in it."""
+
+    name = "dataDirNotWritable"
+    advice = (
+        "Let the user running 'dpkit serve' write to the data directory, or choose another "
+        "with --data-dir."
+    )
 
 
 @dataclass(frozen=True)
@@ -107,8 +132,12 @@ class Settings:
     admin_token: str = ""
     #: Serve the reference page at ``/`` (with ``/api/jwt`` and the default key for it).
     serve_page: bool = True
-    #: Where the Web SDK's bundle is; empty: found under ``node_modules/`` (see server.page).
+    #: A directory holding the page's Web SDK (``smwebsdk.js``); empty: the copy installed in the
+    #: data directory, a checkout's ``node_modules/``, else fetched (see server.web_sdk).
     web_sdk_dir: Path | None = None
+    #: The npm registry the page's Web SDK is fetched from; empty: ``npm_config_registry``, else
+    #: https://registry.npmjs.org.
+    npm_registry: str = ""
 
     # --- on a real network (docs/deployment.md, docs/security.md) ---
     #: A PEM certificate chain and its private key: serve https and wss (both or neither).
@@ -141,6 +170,9 @@ class Settings:
     #: The session socket is pinged this often when quiet; no pong within half of it: the client
     #: is gone (seconds).
     socket_heartbeat_s: float = 3.0
+    #: The admin event stream (``/api/events``) sends a comment after this much quiet, so proxies
+    #: keep it open and a reader that left is noticed (seconds).
+    feed_heartbeat_s: float = 15.0
     #: Client log bytes (``diagnostics/log``, only with log_to_server) one session may write.
     client_log_max_bytes: int = 64 * 1024
     #: The largest asset bundle manifest and the largest file in a bundle (bytes).
@@ -166,6 +198,10 @@ class Settings:
             raise ConfigurationError(f"trusted_proxies: {exc}") from None
         if self.public_url and urlsplit(self.public_url).scheme not in ("http", "https"):
             raise ConfigurationError(f"public_url must be an http(s) URL, got {self.public_url!r}")
+        if self.npm_registry and not _is_http_url(self.npm_registry):
+            raise ConfigurationError(
+                f"npm_registry must be an http(s) URL, got {self.npm_registry[:200]!r}"
+            )
         if self.queue_max_length < 0:
             raise ConfigurationError(
                 f"queue_max_length must not be negative, got {self.queue_max_length}"
@@ -181,6 +217,7 @@ class Settings:
             "http_header_timeout_s",
             "http_keepalive_timeout_s",
             "socket_heartbeat_s",
+            "feed_heartbeat_s",
             "journal_retention_days",
         ):
             if getattr(self, name) <= 0:
@@ -227,12 +264,149 @@ class Settings:
     ) -> Settings:
         """Build settings from defaults, a TOML file, ``DPKIT_*`` variables and overrides."""
         values: dict[str, Any] = {}
-        if config_file is not None:
-            values.update(_read_config_file(config_file))
-        values.update(_read_environment(os.environ if environ is None else environ))
+        for _source, layer in _layers(config_file, environ):
+            values.update(layer)
         values.update({key: value for key, value in overrides.items() if value is not None})
         settings: Settings = _build(cls, values, "settings")
         return settings
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """One setting's value and where it came from (an option, a variable, a file, the default)."""
+
+    value: Any
+    source: str
+
+
+def resolve(
+    name: str,
+    given: Any = None,
+    *,
+    given_as: str = "an argument",
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Resolved:
+    """One top-level setting exactly as :meth:`Settings.load` would resolve it.
+
+    ``given`` (None: not given) wins, then ``DPKIT_<NAME>``, then the config file, then the
+    default. Only this setting is read and converted, so a bad unrelated value elsewhere does not
+    stop a command that needs just this one.
+    """
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    if name not in fields or name == "persona":
+        raise ValueError(f"not a top-level setting: {name}")
+    found = fields[name]
+    if given is not None:
+        return Resolved(_convert(name, found.type, given), given_as)
+    for source, layer in reversed(_layers(config_file, environ)):
+        if name in layer:
+            return Resolved(_convert(name, found.type, layer[name]), source)
+    if found.default_factory is not dataclasses.MISSING:
+        return Resolved(found.default_factory(), "the default")
+    return Resolved(found.default, "the default")
+
+
+def resolve_data_dir(
+    given: Path | None = None,
+    *,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Resolved:
+    """The server's data directory as ``dpkit serve`` finds it (``--data-dir`` given)."""
+    return resolve(
+        "data_dir", given, given_as="--data-dir", config_file=config_file, environ=environ
+    )
+
+
+def existing_data_dir(
+    given: Path | None = None,
+    *,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    needs: str | None = None,
+) -> Path:
+    """The data directory for a command that reads it; it must exist (and hold ``needs``).
+
+    Never creates anything: a missing directory is :class:`NoDataDir`, naming the path, where the
+    path came from and the ``dpkit serve`` that would make it.
+    """
+    resolved = resolve_data_dir(given, config_file=config_file, environ=environ)
+    path: Path = resolved.value
+    if not path.is_dir():
+        what = "not a directory" if path.exists() else "no dpkit data directory"
+        raise NoDataDir(
+            f"{what} at {path}; start `{serve_command(path)}` once, or check the path"
+            + _came_from(resolved)
+        )
+    if needs is not None and not (path / needs).is_file():
+        raise NoDataDir(
+            f"no {needs} in {path}: it is not a dpkit data directory yet; start "
+            f"`{serve_command(path)}` once, or check the path" + _came_from(resolved)
+        )
+    return path
+
+
+def serve_command(data_dir: Path) -> str:
+    """The ``dpkit serve`` that uses ``data_dir``, to paste into a shell."""
+    if data_dir == default_data_dir():
+        return "dpkit serve"
+    return f"dpkit serve --data-dir {shlex.quote(str(data_dir))}"
+
+
+def _came_from(resolved: Resolved) -> str:
+    if resolved.source == "--data-dir":
+        return ""
+    if resolved.source == "the default":
+        return " (the default data directory: pass the server's --data-dir if it has another)"
+    return f" (the data directory comes from {resolved.source})"
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Create ``dpkit serve``'s data directory if needed and prove it writable.
+
+    Raises :class:`DataDirNotWritable` naming the directory and what is wrong, before a key file
+    or the journal is touched: a directory that exists is not enough, a file must be writable in
+    it (the permission bits say nothing about a read-only mount or an immutable directory).
+    """
+    if path.exists() and not path.is_dir():
+        raise DataDirNotWritable(f"data directory {path} is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataDirNotWritable(
+            f"cannot create data directory {path}: {exc.strerror or exc}"
+        ) from None
+    probe = path / f".dpkit-write-check-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DataDirNotWritable(
+            f"data directory {path} is not writable: {exc.strerror or exc}"
+        ) from None
+
+
+def _layers(
+    config_file: Path | None, environ: Mapping[str, str] | None
+) -> list[tuple[str, dict[str, Any]]]:
+    """The sources of setting values, lowest first, each named: the file, then the variables."""
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if config_file is not None:
+        layers.append((f"the config file {config_file}", _read_config_file(config_file)))
+    variables = _read_environment(os.environ if environ is None else environ)
+    for name, value in variables.items():
+        # One layer per variable, so each is named as its source.
+        layers.append((f"DPKIT_{name.upper()}", {name: value}))
+    return layers
+
+
+def _is_http_url(text: str) -> bool:
+    try:
+        parsed = urlsplit(text)
+        return parsed.scheme in ("http", "https") and bool(parsed.hostname)
+    except ValueError:
+        return False
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
