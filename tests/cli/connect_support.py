@@ -1,5 +1,4 @@
-"""Support for the ``dpkit connect`` tests: a pseudo-terminal, a tiny terminal emulator, and
-``dpkit`` run with devices that need consent.
+"""Support for the ``dpkit connect`` tests: a pseudo-terminal and a tiny terminal emulator.
 
 :class:`PtyClient` runs ``dpkit`` in a process of its own with a pty as its stdin, stdout and
 stderr; the test types into the pty as a person would and every byte written back goes through
@@ -23,21 +22,9 @@ from pathlib import Path
 
 from tests.support import UNIT
 
-#: ``python -c`` source for ``dpkit`` in which ``--devices system`` is a tone and a test pattern
-#: that need consent exactly as real devices do. This machine may have no microphone or camera
-#: (a test machine has none), and the consent question is only asked about devices that exist.
-CONSENTING_DPKIT = """\
-import sys
-from dpkit.cli import connect, main
-from dpkit.client import SyntheticDevices
-
-class ConsentingDevices(SyntheticDevices):
-    needs_consent = True
-
-real = connect.device_provider
-connect.device_provider = lambda name: ConsentingDevices() if name == "system" else real(name)
-sys.exit(main(sys.argv[1:]))
-"""
+#: ``dpkit connect`` options for this machine's real microphone alone (the tests' virtual sound
+#: card gives it one; there is no camera to ask about).
+REAL_MICROPHONE_ARGS = ("--devices", "system", "--request", "microphone", "--require", "microphone")
 
 
 def words(text: str) -> str:
@@ -195,8 +182,8 @@ class PtyClient:
         asyncio.get_running_loop().add_reader(master, self._readable)
 
     @classmethod
-    async def spawn(cls, *args: str, state_dir: Path, consenting: bool = False) -> PtyClient:
-        """``dpkit ARGS`` on a new pty (``consenting``: ``--devices system`` asks for consent)."""
+    async def spawn(cls, *args: str, state_dir: Path) -> PtyClient:
+        """``dpkit ARGS`` on a new pty, its consent decisions kept under ``state_dir``."""
         master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", HEIGHT, WIDTH, 0, 0))
         environ = {key: value for key, value in os.environ.items() if not key.startswith("DPKIT_")}
@@ -209,7 +196,8 @@ class PtyClient:
         }
         process = await asyncio.create_subprocess_exec(
             sys.executable,
-            *(("-c", CONSENTING_DPKIT) if consenting else ("-m", "dpkit")),
+            "-m",
+            "dpkit",
             *args,
             stdin=slave,
             stdout=slave,

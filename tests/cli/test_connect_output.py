@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +20,19 @@ from dpkit.client.consent import Decision, FileConsentStore, Permission
 from dpkit.client.persistence import MemorySessionStore
 from dpkit.server import DpkitServer
 from dpkit.server.endpoints import TOKEN_PATH
-from tests.cli.connect_support import CONSENTING_DPKIT, words
+from tests import support_audio
+from tests.cli.connect_support import REAL_MICROPHONE_ARGS, words
 from tests.support import UNIT, spawn_dpkit, until
+from tests.support_audio import VirtualAudio
+
+#: A private PulseAudio server: its null sink's monitor is this machine's (real) microphone.
+virtual_audio = support_audio.virtual_audio
 
 
-async def run_cli(tmp_path: Path, *args: str, consenting: bool = False) -> tuple[int, str, str]:
-    """``dpkit ARGS`` with no terminal and its own state dir (``consenting``: see the driver)."""
+async def run_cli(tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    """``dpkit ARGS`` with no terminal and its own state dir."""
     environ = {**os.environ, "XDG_STATE_HOME": str(tmp_path), "COLUMNS": "400"}
-    if consenting:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            CONSENTING_DPKIT,
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=environ,
-        )
-    else:
-        process = await spawn_dpkit(*args, environ=environ, columns=400)
+    process = await spawn_dpkit(*args, environ=environ, columns=400)
     out, err = await asyncio.wait_for(process.communicate(), 60 * UNIT)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
@@ -104,15 +96,18 @@ async def test_json_failure_carries_the_errors_own_advice(tmp_path: Path) -> Non
 
 
 async def test_a_blocked_device_names_the_reset_command(
-    server: DpkitServer, tmp_path: Path
+    virtual_audio: VirtualAudio, server: DpkitServer, tmp_path: Path
 ) -> None:
-    """A microphone blocked after refusals: the output names `dpkit permissions reset`."""
-    # Devices behind consent that exist (see CONSENTING_DPKIT): a missing one fails first.
+    """A real microphone blocked after refusals: the output names `dpkit permissions reset`."""
+    # The virtual sound card's microphone exists, so it is its consent that fails.
     origin = server.url.rstrip("/")
     store = FileConsentStore(tmp_path / "dpkit" / "permissions.json")
     store.set(Permission(origin, "microphone", Decision.BLOCKED, 3, 1.0))
     code, _out, err = await run_cli(
-        tmp_path, "connect", server.api_key(), "--devices", "system", consenting=True
+        tmp_path,
+        "connect",
+        server.api_key(),
+        *REAL_MICROPHONE_ARGS,
     )
     assert code == 1
     text = words(err)

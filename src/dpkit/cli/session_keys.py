@@ -36,7 +36,7 @@ class SessionKeys:
 
     def __init__(self, scene: Scene, say: Callable[[str], None], stop: asyncio.Event) -> None:
         self._scene = scene
-        self._say = say
+        self.say = say
         self._stop = stop
         self._lines: asyncio.Queue[str | None] = asyncio.Queue()
         self._partial = ""
@@ -44,23 +44,28 @@ class SessionKeys:
         self.persona.on_conversation_result.add_listener(self._on_result)
         self.persona.on_speech.add_listener(self._on_speech)
 
+    @property
+    def stopped(self) -> bool:
+        """Whether the user asked to quit."""
+        return self._stop.is_set()
+
     def _on_result(self, _persona: Persona, result: dict[str, object]) -> None:
         output = result.get("output")
         if isinstance(output, dict) and output.get("text"):
-            self._say(f"persona: {output['text']}")
+            self.say(f"persona: {output['text']}")
 
     def _on_speech(self, _persona: Persona, state: str, text: str) -> None:
-        self._say(f"  (persona {state})" if state != "speaking" else "  (persona speaking)")
+        self.say(f"  (persona {state})" if state != "speaking" else "  (persona speaking)")
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         stdin = sys.stdin.fileno()
         loop.add_reader(stdin, self._readable)
-        self._say(HELP_LINE)
+        self.say(HELP_LINE)
         try:
             while (line := await self._lines.get()) is not None:
-                await self._act(line.strip())
-                if self._stop.is_set():
+                await self.act(line.strip())
+                if self.stopped:
                     return
         finally:
             with contextlib.suppress(ValueError, OSError):
@@ -79,7 +84,8 @@ class SessionKeys:
         for line in lines:
             self._lines.put_nowait(line)
 
-    async def _act(self, line: str) -> None:
+    async def act(self, line: str) -> None:
+        """Act on one line the user typed: a command, or text to the persona."""
         if not line:
             return
         command = COMMANDS.get(line.lower())
@@ -89,22 +95,22 @@ class SessionKeys:
             elif command == "microphone":
                 active = not self._scene.is_microphone_active()
                 await self._scene.set_media_device_active(microphone=active)
-                self._say(f"microphone {'on' if active else 'off'}")
+                self.say(f"microphone {'on' if active else 'off'}")
             elif command == "camera":
                 active = not self._scene.is_camera_active()
                 await self._scene.set_media_device_active(camera=active)
-                self._say(f"camera {'on' if active else 'off'}")
+                self.say(f"camera {'on' if active else 'off'}")
             elif command == "mute":
                 muted = not self._scene.is_persona_muted()
                 await self._scene.set_persona_muted(muted)
-                self._say("persona muted" if muted else "persona unmuted")
+                self.say("persona muted" if muted else "persona unmuted")
             elif line.startswith("/"):
-                self._say(f"unknown command {line}: {HELP_LINE}")
+                self.say(f"unknown command {line}: {HELP_LINE}")
             else:
-                self._say(f"you: {line}")
+                self.say(f"you: {line}")
                 await self.persona.conversation_send(line)
         except DpkitError as exc:
-            self._say(f"{exc.name}: {exc.message}")
+            self.say(f"{exc.name}: {exc.message}")
 
 
 async def run_keys(scene: Scene, say: Callable[[str], None], stop: asyncio.Event) -> None:

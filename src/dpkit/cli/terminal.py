@@ -366,10 +366,10 @@ class TerminalKeys(SessionKeys):
         self._terminal = terminal
 
     async def run(self) -> None:
-        self._say(HELP_LINE + "; Ctrl-D quits too")
+        self.say(HELP_LINE + "; Ctrl-D quits too")
         async for line in self._terminal.lines():
-            await self._act(line.strip())
-            if self._stop.is_set():
+            await self.act(line.strip())
+            if self.stopped:
                 return
 
 
