@@ -24,6 +24,7 @@ COMMANDS = [
     "orchestrator",
     "permissions",
     "devices",
+    "web-sdk",
 ]
 
 

@@ -56,6 +56,8 @@ def test_non_loopback_host_gathers_on_every_interface() -> None:
         ({"DPKIT_PERSONA_VIDEO_WIDTH": "641"}, "persona video size must be even"),
         ({"DPKIT_PERSONA_VIDEO_FPS": "120"}, "video_fps must be in (0, 60]"),
         ({"DPKIT_TOKEN_TTL_S": "-1"}, "token_ttl_s must be positive"),
+        ({"DPKIT_FEED_HEARTBEAT_S": "0"}, "feed_heartbeat_s must be positive"),
+        ({"DPKIT_NPM_REGISTRY": "ftp://registry.example"}, "npm_registry"),
     ],
 )
 def test_bad_values_name_the_setting(environ: dict[str, str], message: str) -> None:
