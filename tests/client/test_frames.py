@@ -18,7 +18,7 @@ from dpkit import ConfigurationError, FrameStream, InvalidStateError, NoDevices,
 from dpkit.client.frames import FrameCounts
 from dpkit.server import DpkitServer
 from tests.served import served
-from tests.support import UNIT
+from tests.support import UNIT, until
 
 SLOW_READ_S = 1.0 * UNIT
 """How long the slow reader spends on each frame it reads."""
@@ -74,6 +74,8 @@ async def test_a_slow_reader_keeps_memory_flat_and_reads_current_frames(tmp_path
                 asyncio.create_task(follow(scene.video_frames())),
                 asyncio.create_task(follow(scene.audio_frames())),
             ]
+            # Both followers have a frame before the slow reader compares with them.
+            await until(lambda: len(newest) == 2)
             forgotten = scene.video_frames()  # opened, never read
             video, audio = scene.video_frames(), scene.audio_frames()
             loop = asyncio.get_running_loop()
