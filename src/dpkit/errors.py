@@ -20,8 +20,10 @@ works exactly as in the Web SDK::
     │   ├── ProtocolRejected        "protocolError" (dpkit's: the server could not use a frame)
     │   └── UnknownConnectionError  any other close reason the server sends
     ├── RequestFailed               a scene request got no answer, or the session ended first
+    ├── SceneResponseError          a scene request was answered with a non-zero status
     ├── ProtocolError               the peer sent a frame the protocol does not allow
     ├── InvalidStateError           the API was used in a state that does not allow it
+    │   └── NoSession               "noSession": a scene request without a session
     └── ConfigurationError          bad settings, API key or arguments
 
 Elsewhere, beside the code that raises them: ``dpkit.client.devices.DeviceError`` (a device
@@ -39,7 +41,7 @@ whether ``dpkit serve`` runs there, a blocked device names ``dpkit permissions r
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class DpkitError(Exception):
@@ -179,6 +181,42 @@ class RequestFailed(DpkitError):
     name = "requestFailed"
 
 
+class SceneResponseError(DpkitError):
+    """A scene request was answered with a non-zero status (the Web SDK's ``SceneResponseError``).
+
+    ``request_name``, ``status`` and ``response_body`` are the response's, as the Web SDK's
+    ``requestName``, ``status`` and ``responseBody``; the message starts as the Web SDK's does
+    (``Scene response failed, status: 1``) and adds the request and the server's reason.
+    """
+
+    name = "sceneResponseError"
+    advice = (
+        "The server could not carry out the request: its response_body says why (a request it "
+        "does not support, or a text over its limits)."
+    )
+
+    def __init__(self, request_name: str, status: int, response_body: Any) -> None:
+        reason = _response_reason(response_body)
+        message = f"Scene response failed, status: {status} ({request_name}"
+        message += f": {reason})" if reason else ")"
+        super().__init__(message)
+        self.request_name = request_name
+        self.status = status
+        #: The response's body (a JSON object), as the Web SDK's ``responseBody: any``.
+        self.response_body: Any = response_body
+
+
+def _response_reason(body: object) -> str:
+    """The server's reason in a failed response's body, bounded, if it gives one."""
+    if not isinstance(body, dict):
+        return ""
+    for key in ("error", "message", "errorMessage", "reason"):
+        value = body.get(key)
+        if isinstance(value, str) and value:
+            return value[:200]
+    return ""
+
+
 class ProtocolError(DpkitError):
     """The peer sent a frame the protocol does not allow; the message says what was wrong."""
 
@@ -190,6 +228,15 @@ class InvalidStateError(DpkitError):
     """An operation was called in a state that does not allow it (``session is connecting``)."""
 
     name = "invalidState"
+
+
+class NoSession(InvalidStateError):
+    """A scene request was made without a session (the Web SDK rejects with ``noSession``)."""
+
+    name = "noSession"
+    advice = (
+        "Connect first (await scene.connect()), and send requests while the scene is connected."
+    )
 
 
 class ConfigurationError(DpkitError):

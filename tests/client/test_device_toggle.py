@@ -20,8 +20,8 @@ async def test_camera_and_microphone_toggle_mid_session(server: DpkitServer) -> 
         devices=SyntheticDevices(),
     )
     changes: list[tuple[str, bool]] = []
-    scene.on_camera_active.add_listener(lambda _s, on: changes.append(("camera", on)))
-    scene.on_microphone_active.add_listener(lambda _s, on: changes.append(("microphone", on)))
+    scene.on_camera_active.add_listener(lambda on: changes.append(("camera", on)))
+    scene.on_microphone_active.add_listener(lambda on: changes.append(("microphone", on)))
     session_id = await scene.connect()
     session = server.state.sessions[session_id]
     await until(lambda: session.info.user_camera == [False])
@@ -43,7 +43,15 @@ async def test_camera_and_microphone_toggle_mid_session(server: DpkitServer) -> 
 
     await scene.set_media_device_active(camera=True)
     await until(lambda: session.received_frames["video"] > stopped_at + 10)
-    assert changes == [("microphone", True), ("camera", True), ("camera", False), ("camera", True)]
+    # At connect both are reported (off), then each change, with one argument as in the Web SDK.
+    assert changes == [
+        ("microphone", False),
+        ("camera", False),
+        ("microphone", True),
+        ("camera", True),
+        ("camera", False),
+        ("camera", True),
+    ]
     assert session.info.offers == 1
     await scene.disconnect()
 

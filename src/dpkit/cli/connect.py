@@ -611,6 +611,11 @@ async def connect_and_show(target: Target, options: ClientOptions) -> int:
         reporter.connected(session_id, step_durations(entered, started))
         keys = session_keys(scene, console, options, terminal, gate, console_reporter, questions)
         await stay_connected(scene, reporter, ended, options.duration, keys)
+        await scene.close()
+        if not ended.is_set():
+            # We hung up: the scene reports no disconnect event then (as the Web SDK), but
+            # the feed still ends with one line saying how the session ended.
+            reporter.disconnected(session_id, "normal")
     finally:
         await scene.close()
         if terminal is not None:

@@ -11,6 +11,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from dpkit.client.conversation import (
+        Conversation,
+        ConversationStateName,
+        RecognizeAlternative,
+        RecognizeResult,
+        RecognizeResults,
+        SpeechMarker,
+    )
     from dpkit.client.devices import (
         DeviceError,
         DeviceFailure,
@@ -20,6 +28,7 @@ if TYPE_CHECKING:
         UserMedia,
     )
     from dpkit.client.frames import FrameCounts, FrameStream
+    from dpkit.client.history import ConnectionAttempt, ConnectionResult
     from dpkit.client.options import MediaDevices, RetryOptions
     from dpkit.client.persona import Persona
     from dpkit.client.scene import ConnectionStateView, Scene, TokenServer
@@ -28,7 +37,11 @@ if TYPE_CHECKING:
 # Each name, and the module it comes from.
 _LAZY = {
     "BackendMissing": "dpkit.media.capture",
+    "ConnectionAttempt": "dpkit.client.history",
+    "ConnectionResult": "dpkit.client.history",
     "ConnectionStateView": "dpkit.client.scene",
+    "Conversation": "dpkit.client.conversation",
+    "ConversationStateName": "dpkit.client.conversation",
     "DeviceError": "dpkit.client.devices",
     "DeviceFailure": "dpkit.client.devices",
     "DeviceProvider": "dpkit.client.devices",
@@ -37,8 +50,12 @@ _LAZY = {
     "MediaDevices": "dpkit.client.options",
     "NoDevices": "dpkit.client.devices",
     "Persona": "dpkit.client.persona",
+    "RecognizeAlternative": "dpkit.client.conversation",
+    "RecognizeResult": "dpkit.client.conversation",
+    "RecognizeResults": "dpkit.client.conversation",
     "RetryOptions": "dpkit.client.options",
     "Scene": "dpkit.client.scene",
+    "SpeechMarker": "dpkit.client.conversation",
     "SyntheticDevices": "dpkit.client.devices",
     "SystemDevices": "dpkit.media.capture",
     "TokenServer": "dpkit.client.scene",
@@ -61,7 +78,11 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "BackendMissing",
+    "ConnectionAttempt",
+    "ConnectionResult",
     "ConnectionStateView",
+    "Conversation",
+    "ConversationStateName",
     "DeviceError",
     "DeviceFailure",
     "DeviceProvider",
@@ -70,8 +91,12 @@ __all__ = [
     "MediaDevices",
     "NoDevices",
     "Persona",
+    "RecognizeAlternative",
+    "RecognizeResult",
+    "RecognizeResults",
     "RetryOptions",
     "Scene",
+    "SpeechMarker",
     "SyntheticDevices",
     "SystemDevices",
     "TokenServer",

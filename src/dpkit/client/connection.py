@@ -110,6 +110,11 @@ class Connection:
         return self._machine.session_id
 
     @property
+    def socket_open(self) -> bool:
+        """Whether the session socket is open (from before the handshake until it closes)."""
+        return self._ws is not None and not self._ws.closed
+
+    @property
     def phase(self) -> ClientPhase:
         return self._machine.phase
 

@@ -8,6 +8,9 @@
 
 ``connect()`` runs the five connection states, retries ``noScene`` per :class:`RetryOptions`,
 and raises a :class:`~dpkit.errors.ConnectionError_` whose ``name`` is the seed's error name.
+The conversation surface (``on_state_event``, ``on_recognize_results``, ``on_user_text``,
+``scene.conversation``) and the semantics of requests, disconnects and device events follow the
+Web SDK 15.8.1; docs/protocol.md ("The Python SDK and the Web SDK") lists where Python differs.
 
 The user's devices are the machine's real microphone and camera (:class:`SystemDevices`),
 opened only with the user's consent, as in a browser; pass ``devices=SyntheticDevices()`` for a
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import warnings
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -41,6 +45,11 @@ from dpkit.client.consent import (
     default_prompt,
     origin_of,
 )
+from dpkit.client.conversation import (
+    Conversation,
+    RecognizeResult,
+    parse_recognize_results,
+)
 from dpkit.client.devices import (
     DeviceError,
     DeviceProvider,
@@ -56,7 +65,7 @@ from dpkit.client.frames import (
     FramePump,
     FrameStream,
 )
-from dpkit.client.local_media import SwitchableTrack
+from dpkit.client.history import ConnectionAttempt, ConnectionResult
 from dpkit.client.options import DEFAULT_REQUESTED, DEFAULT_REQUIRED, MediaDevices, RetryOptions
 from dpkit.client.persistence import FileSessionStore, SessionStore, StoredSession
 from dpkit.client.playback import PersonaPlayback, has_output_device
@@ -65,9 +74,11 @@ from dpkit.errors import (
     ConfigurationError,
     ConnectionError_,
     InvalidStateError,
+    NoSession,
     NoSessionToResume,
     NoUserMedia,
     RequestFailed,
+    SceneResponseError,
     ServerConnectionFailed,
     SessionTimeout,
 )
@@ -81,6 +92,7 @@ from dpkit.protocol.messages import (
     SceneRequest,
     SceneResponse,
     UserCamera,
+    UserText,
     VideoStarted,
 )
 from dpkit.protocol.states import ConnectionState, ConnectionStateData, ConnectionStateName
@@ -193,6 +205,7 @@ class Scene:
         self._supports_persistence = False
         self._resumed = False
         self._requests: dict[str, asyncio.Future[SceneResponse]] = {}
+        # The timer that unmutes the microphone after the persona's speech (microphoneMuteDelay).
         self._unmute: asyncio.Task[None] | None = None
         self._request_count = 0
         self._api_key = api_key
@@ -216,16 +229,40 @@ class Scene:
             raise ConfigurationError(f"ice_addresses: {exc}") from None
         self._video_bounds = video_bounds
         self.connection_state = ConnectionStateView()
+        #: The session ended without the app asking: ``(scene, session_id, reason)`` (the server
+        #: ended it, the connection was lost ...). ``disconnect()`` does not fire it, as in the
+        #: Web SDK.
         self.on_disconnected_event: Event[[Scene, str, str]] = Event("on_disconnected_event")
         #: Frames of other categories (``scene``, ``dpkit``) as they arrive.
         self.on_message: Event[[Frame]] = Event("on_message")
-        #: The microphone / camera was turned on or off: ``(scene, active)``.
-        self.on_microphone_active: Event[[Scene, bool]] = Event("on_microphone_active")
-        self.on_camera_active: Event[[Scene, bool]] = Event("on_camera_active")
+        #: Each ``state`` frame's body: ``(scene, state)`` (the Web SDK's ``onStateEvent``).
+        self.on_state_event: Event[[Scene, dict[str, Any]]] = Event("on_state_event")
+        #: Speech recognition results: ``(scene, status, error_message, results)``, as the Web
+        #: SDK's ``onRecognizeResultsEvent``; ``results`` are :class:`RecognizeResult` objects.
+        self.on_recognize_results: Event[[Scene, int, str, tuple[RecognizeResult, ...]]] = Event(
+            "on_recognize_results"
+        )
+        #: A ``userText`` frame from the server: ``(scene, text)`` (``onUserTextEvent``).
+        self.on_user_text: Event[[Scene, str]] = Event("on_user_text")
+        #: The conversation state (idle / dpSpeaking / userSpeaking / dpProcessing) and its
+        #: ``on_conversation_state_updated`` event.
+        self.conversation = Conversation()
+        #: The microphone / camera is active or not: ``(active)``, as in the Web SDK. Fired at
+        #: connect, when the app turns a device on or off, and when the microphone is muted for
+        #: the persona's speech (``microphoneMuteDelay``) and unmuted after it.
+        self.on_microphone_active: Event[[bool]] = Event("on_microphone_active")
+        self.on_camera_active: Event[[bool]] = Event("on_camera_active")
+        #: How the last connect went: its attempts, their errors and timing (the Web SDK's
+        #: ``connectionResult``); None until a connect has made an attempt.
+        self.connection_result: ConnectionResult | None = None
         #: The server will end an idle session soon: ``(scene, seconds_left)``. Interact, or
         #: call :meth:`keep_alive`, to keep it.
         self.on_idle_warning: Event[[Scene, float]] = Event("on_idle_warning")
         self._connection: Connection | None = None
+        # The attempt under way during connect (is_connected() is true once its socket opens).
+        self._attempt: Connection | None = None
+        # Set while disconnect() ends the session, whose end is then not reported as an event.
+        self._hanging_up = False
         self._connecting = False
         self._media = UserMedia()
         self._tasks = TaskOwner("scene")
@@ -277,9 +314,13 @@ class Scene:
         await self._connection.send(VideoStarted())
 
     def is_microphone_active(self) -> bool:
-        """Whether the user's microphone is on in this session."""
+        """Whether the user's microphone is on and sending in this session.
+
+        False while it is muted for the persona's speech (``microphoneMuteDelay``), as in the
+        Web SDK, whose microphone track is disabled then.
+        """
         peer = self._connection.peer if self._connection is not None else None
-        return peer is not None and peer.microphone.source is not None
+        return peer is not None and peer.microphone.source is not None and not peer.microphone.muted
 
     def is_camera_active(self) -> bool:
         """Whether the user's camera is on in this session."""
@@ -301,11 +342,18 @@ class Scene:
             raise InvalidStateError("cannot change media devices: scene is not connected")
         peer = connection.peer
         failure: NoUserMedia | None = None
-        for kind, wanted, active, event in (
-            ("audio", microphone, self.is_microphone_active(), self.on_microphone_active),
-            ("video", camera, self.is_camera_active(), self.on_camera_active),
+        for kind, wanted, slot, event, active in (
+            (
+                "audio",
+                microphone,
+                peer.microphone,
+                self.on_microphone_active,
+                self.is_microphone_active,
+            ),
+            ("video", camera, peer.camera, self.on_camera_active, self.is_camera_active),
         ):
-            if wanted is None or wanted == active:
+            # Whether the device is open, not whether it is muted for the persona's speech.
+            if wanted is None or wanted == (slot.source is not None):
                 continue
             if wanted:
                 devices = MediaDevices(microphone=kind == "audio", camera=kind == "video")
@@ -317,7 +365,7 @@ class Scene:
                 peer.switch(kind, media.microphone if kind == "audio" else media.camera)
             else:
                 peer.switch(kind, None)
-            event.call(self, bool(wanted))
+            event.call(active())
             if kind == "video":
                 await connection.send(UserCamera(active=bool(wanted)))
         if failure is not None:
@@ -332,9 +380,10 @@ class Scene:
         return self._resumed
 
     def is_connected(self) -> bool:
-        return self._connection is not None and self.connection_state.name is (
-            ConnectionStateName.CONNECTED
-        )
+        """Whether the session socket is open: from early in ``connect()`` (the socket opens
+        before SearchingForDigitalPerson) until the session ends, as the Web SDK's."""
+        connection = self._connection if self._connection is not None else self._attempt
+        return connection is not None and connection.socket_open
 
     @property
     def video_track(self) -> MediaStreamTrack | None:
@@ -405,6 +454,7 @@ class Scene:
                 "Please authenticate via an API key or with a server_uri and access_token"
             )
         self._connecting = True
+        self.connection_result = None
         try:
             async with asyncio.timeout(connect_timeout):
                 return await self._connect(server_uri, access_token, retry_options, user_text)
@@ -454,6 +504,10 @@ class Scene:
         self.session_id = session_id
         logger.info("session %s: connected", session_id)
         self._start_session_media()
+        # As the Web SDK once the persona's tracks arrive (before videoStarted lets the persona
+        # speak, and so mute the microphone): tell the app what is active.
+        self.on_microphone_active.call(self.is_microphone_active())
+        self.on_camera_active.call(self.is_camera_active())
         self._video_started_sent = False
         await self._send_video_started()
         if self.play_audio is None:
@@ -468,14 +522,27 @@ class Scene:
     async def _attempts(
         self, token: SessionToken, retry: RetryOptions, user_text: str | None
     ) -> str:
-        """The Web SDK's retry rule: only ``noScene`` is retried; ``max_retries`` counts all."""
+        """The Web SDK's retry rule: only ``noScene`` is retried; ``max_retries`` counts all.
+
+        :attr:`connection_result` is updated after every attempt, as the Web SDK's.
+        """
         errors: list[ConnectionError_] = []
+        attempts: list[ConnectionAttempt] = []
+        began = time.monotonic()
         while True:
             connection = self._new_connection(token, user_text)
+            started = time.monotonic()
+            self._attempt = connection
             try:
                 session_id = await connection.connect()
             except ConnectionError_ as error:
                 errors.append(error)
+                attempts.append(
+                    ConnectionAttempt(started - began, time.monotonic() - started, error)
+                )
+                self.connection_result = ConnectionResult(
+                    "failed", None, tuple(errors), tuple(attempts)
+                )
                 if not error.retryable or len(errors) >= retry.max_retries:
                     raise
                 logger.debug(
@@ -483,6 +550,12 @@ class Scene:
                 )
                 await asyncio.sleep(retry.delay_ms / 1000)
                 continue
+            finally:
+                self._attempt = None
+            attempts.append(ConnectionAttempt(started - began, time.monotonic() - started, None))
+            self.connection_result = ConnectionResult(
+                "success", session_id, tuple(errors), tuple(attempts)
+            )
             self._connection = connection
             return session_id
 
@@ -591,11 +664,18 @@ class Scene:
 
     async def send_request(
         self, name: str, body: dict[str, Any] | None = None, *, request_timeout: float = 10.0
-    ) -> SceneResponse:
-        """Send a ``scene`` request (``conversationSend`` ...) and wait for its response."""
+    ) -> dict[str, Any]:
+        """Send a ``scene`` request (``conversationSend`` ...) and return its response's body.
+
+        As the Web SDK's ``sendRequest``: a response with a non-zero status raises
+        :class:`~dpkit.errors.SceneResponseError` (``request_name``, ``status``,
+        ``response_body``), and a request without a session raises ``noSession``
+        (:class:`~dpkit.errors.NoSession`). No answer within ``request_timeout`` seconds, or
+        the session ending first, raises :class:`~dpkit.errors.RequestFailed`.
+        """
         connection = self._connection
         if connection is None:
-            raise InvalidStateError(f"cannot send {name}: scene is not connected")
+            raise NoSession(f"No session available: cannot send {name} (scene is not connected)")
         accepted = connection.accepted
         self._request_count += 1
         scene_id = accepted.scene_id if accepted and accepted.scene_id else "scene"
@@ -605,15 +685,20 @@ class Scene:
         try:
             await connection.send_scene_request(SceneRequest(name, transaction, body or {}))
             async with asyncio.timeout(request_timeout):
-                return await answered
+                response = await answered
         except TimeoutError:
             raise RequestFailed(f"no answer to {name} within {request_timeout:g} s") from None
         finally:
             self._requests.pop(transaction, None)
+        if response.status != 0:
+            raise SceneResponseError(name, response.status, response.body)
+        return response.body
 
     def _mute_while_persona_speaks(self, frame: SceneEvent) -> None:
-        """``microphoneMuteDelay``: mute the microphone while the persona speaks, and unmute it
-        that many milliseconds after it stops (docs/protocol.md, section 7)."""
+        """``microphoneMuteDelay``: mute the microphone while a persona speaks, and unmute it
+        that many milliseconds after it stops (docs/protocol.md, section 7), as the Web SDK's
+        ``controlMicrophoneMute``: each persona's ``speechState`` in turn, an unmute timer that
+        a later ``speaking`` cancels and a later non-speaking state does not restart."""
         connection = self._connection
         established = connection.established if connection is not None else None
         if connection is None or connection.peer is None or established is None:
@@ -622,26 +707,43 @@ class Scene:
         personas = frame.body.get("persona")
         if delay_ms < 0 or not isinstance(personas, dict):
             return
-        speaking = any(
-            isinstance(p, dict) and p.get("speechState") == "speaking" for p in personas.values()
-        )
         microphone = connection.peer.microphone
-        if self._unmute is not None:
-            self._unmute.cancel()
-            self._unmute = None
-        if speaking:
-            microphone.muted = True
-        elif microphone.muted:
-            self._unmute = self._tasks.spawn(self._unmute_after(microphone, delay_ms), "unmute")
+        for persona in personas.values():
+            speech_state = persona.get("speechState") if isinstance(persona, dict) else None
+            if not speech_state:
+                continue
+            if speech_state == "speaking":
+                if not microphone.muted:
+                    logger.debug("the persona is speaking: microphone muted")
+                    self._set_microphone_muted(True)
+                if self._unmute is not None:
+                    self._unmute.cancel()
+                    self._unmute = None
+            elif microphone.muted and self._unmute is None:
+                self._unmute = self._tasks.spawn(self._unmute_after(delay_ms), "unmute")
 
-    @staticmethod
-    async def _unmute_after(microphone: SwitchableTrack, delay_ms: int) -> None:
+    def _set_microphone_muted(self, muted: bool) -> None:
+        """Mute or unmute for the persona's speech; an open microphone reports the change."""
+        connection = self._connection
+        if connection is None or connection.peer is None:
+            return
+        microphone = connection.peer.microphone
+        microphone.muted = muted
+        if microphone.source is not None:
+            # The Web SDK's setter notifies only with a live microphone track.
+            self.on_microphone_active.call(not muted)
+
+    async def _unmute_after(self, delay_ms: int) -> None:
         await asyncio.sleep(delay_ms / 1000)
-        microphone.muted = False
+        self._unmute = None
+        logger.debug("the persona is no longer speaking: microphone unmuted")
+        self._set_microphone_muted(False)
 
     def _on_frame(self, frame: Frame) -> None:
-        if isinstance(frame, SceneEvent) and frame.name == "state":
-            self._mute_while_persona_speaks(frame)
+        if isinstance(frame, SceneEvent):
+            self._on_scene_event(frame)
+        elif isinstance(frame, UserText):
+            self.on_user_text.call(self, frame.user_text)
         if isinstance(frame, SceneResponse):
             waiting = self._requests.get(frame.transaction)
             if waiting is not None and not waiting.done():
@@ -652,16 +754,35 @@ class Scene:
                 self.on_idle_warning.call(self, closes_in_ms / 1000)
         self.on_message.call(frame)
 
+    def _on_scene_event(self, frame: SceneEvent) -> None:
+        """The Web SDK's ``onSceneMessage``, for the events the scene itself handles."""
+        if frame.name == "state":
+            self.on_state_event.call(self, frame.body)
+            self.conversation.process_state_message(frame.body)
+            self._mute_while_persona_speaks(frame)
+        elif frame.name == "recognizeResults":
+            results = parse_recognize_results(frame.body)
+            self.conversation.process_recognize_results(results)
+            self.on_recognize_results.call(
+                self, results.status, results.error_message, results.results
+            )
+
     async def keep_alive(self) -> None:
-        """Tell the server the user is still there (``keepAlive``): restarts its idle timer."""
+        """Tell the server the user is still there (``keepAlive``): restarts its idle timer.
+
+        Does nothing when the scene is not connected, as the Web SDK's.
+        """
         if self._connection is None:
-            raise InvalidStateError("cannot keep alive: scene is not connected")
+            return
         await self._connection.send(KeepAlive())
 
     def _on_session_ended(self, session_id: str, reason: str) -> None:
-        """The server (or the network) ended a connected session."""
+        """The server (or the network) ended a connected session; or disconnect() did."""
         connection = self._connection
         self._connection = None
+        unmute, self._unmute = self._unmute, None
+        if unmute is not None:
+            unmute.cancel()
         logger.info("session %s: disconnected (%s)", session_id, reason)
         if reason != CONNECTION_LOST:
             # The server ended it: nothing to resume. A cut socket keeps it resumable.
@@ -672,6 +793,9 @@ class Scene:
         if connection is not None:
             # Called from the connection's own reader: let another task close it.
             self._tasks.spawn(self._release(connection), "release")
+        if self._hanging_up:
+            return  # the app ended it: the Web SDK reports no disconnect then
+        self.conversation.reset()
         self.on_disconnected_event.call(self, session_id, reason)
 
     async def _release(self, connection: Connection) -> None:
@@ -687,13 +811,21 @@ class Scene:
         connection, self._connection = self._connection, None
         await self._end_session_media()
         if connection is not None:
-            await connection.disconnect()
+            self._hanging_up = True
+            try:
+                await connection.disconnect()
+            finally:
+                self._hanging_up = False
             self._forget_session()
         self._media.stop()
+        unmute, self._unmute = self._unmute, None
+        if unmute is not None:
+            unmute.cancel()  # the session is over: nothing to unmute
         # Let a release the server's ending started finish its cleanup rather than cut it short.
         await self._tasks.join()
         self._tasks = TaskOwner("scene")
         self.connection_state._reset()
+        self.conversation.reset()
 
     async def close(self) -> None:
         """Disconnect if connected and release everything. Idempotent."""
