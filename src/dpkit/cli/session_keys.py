@@ -1,8 +1,9 @@
 """The interactive part of ``dpkit connect``: commands and text typed while connected.
 
 Each line typed is either a command (``/m`` microphone, ``/c`` camera, ``/p`` persona mute,
-``/q`` quit) or words said to the persona, whose answers are printed. Standard input is read
-without a thread (the event loop watches it), so quitting never waits on a blocked read.
+``/q`` quit) or words said to the persona, whose answers are printed, as is what the server
+heard the user say into the microphone (``heard: ...``). Standard input is read without a
+thread (the event loop watches it), so quitting never waits on a blocked read.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from dpkit.client.conversation import RecognizeResult
 from dpkit.client.persona import Persona
 from dpkit.client.scene import Scene
 from dpkit.errors import DpkitError
@@ -43,6 +45,7 @@ class SessionKeys:
         self.persona = Persona(scene)
         self.persona.on_conversation_result.add_listener(self._on_result)
         self.persona.on_speech.add_listener(self._on_speech)
+        scene.on_recognize_results.add_listener(self._on_heard)
 
     @property
     def stopped(self) -> bool:
@@ -53,6 +56,21 @@ class SessionKeys:
         output = result.get("output")
         if isinstance(output, dict) and output.get("text"):
             self.say(f"persona: {output['text']}")
+
+    def _on_heard(
+        self,
+        _scene: Scene,
+        status: int,
+        error_message: str,
+        results: tuple[RecognizeResult, ...],
+    ) -> None:
+        """What the server heard the user say: each final result, or why it cannot listen."""
+        if status != 0:
+            self.say(f"speech recognition: {error_message or f'status {status}'}")
+            return
+        for result in results:
+            if result.final and result.transcript:
+                self.say(f"heard: {result.transcript}")
 
     def _on_speech(self, _persona: Persona, state: str, text: str) -> None:
         self.say(f"  (persona {state})" if state != "speaking" else "  (persona speaking)")

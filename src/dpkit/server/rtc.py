@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import logging
 from collections import deque
+from collections.abc import Callable
 
 import av
 from aiortc import (
@@ -69,6 +70,8 @@ class PersonaPeer:
         self._tasks = TaskOwner("persona-peer")
         self._answering: asyncio.Task[str] | None = None
         self.received_frames = {"audio": 0, "video": 0}
+        #: Given each decoded frame of the user's microphone (the session's speech recognition).
+        self.on_user_audio: Callable[[av.AudioFrame], None] | None = None
         self._pc.on("connectionstatechange", self._state.set)
         self._pc.on("track", self._on_track)
 
@@ -161,6 +164,8 @@ class PersonaPeer:
                 if isinstance(frame, av.AudioFrame):
                     self._levels.append(rms_dbfs(audio_frame_to_mono(frame)))
                     self.user_audio_dbfs = max(self._levels)
+                    if self.on_user_audio is not None:
+                        self.on_user_audio(frame)
         except MediaStreamError:
             return
 

@@ -75,6 +75,15 @@ class PersonaSettings:
     idle_timeout_s: float = 300.0
     #: How long before that the client is warned (``dpkit/idleWarning``); 0: no warning.
     idle_warning_s: float = 30.0
+    #: Listen to the user's microphone from connect (``startRecognize`` / ``stopRecognize``
+    #: switch it), with this engine, taking an intent only at this confidence or above.
+    recognition: bool = True
+    recognition_engine: str = "pocketsphinx"
+    recognition_threshold: float = 0.5
+    #: Speech that starts while the persona speaks stops it (off: it is not heard at all).
+    barge_in: bool = False
+    #: The longest utterance heard as one (seconds); longer speech is cut there.
+    max_recognition_s: float = 15.0
 
     def __post_init__(self) -> None:
         if self.video_width < 16 or self.video_height < 16:
@@ -89,6 +98,19 @@ class PersonaSettings:
             raise ConfigurationError(
                 "persona idle_timeout_s must be positive and idle_warning_s within it, got "
                 f"{self.idle_timeout_s} and {self.idle_warning_s}"
+            )
+        if not 0.0 <= self.recognition_threshold <= 1.0:
+            raise ConfigurationError(
+                f"persona recognition_threshold must be in [0, 1], got {self.recognition_threshold}"
+            )
+        if not 0 < self.max_recognition_s <= 120:
+            raise ConfigurationError(
+                f"persona max_recognition_s must be in (0, 120], got {self.max_recognition_s}"
+            )
+        if self.recognition_engine not in ("pocketsphinx",):
+            raise ConfigurationError(
+                f"persona recognition_engine must be pocketsphinx, got "
+                f"{self.recognition_engine[:40]!r}"
             )
 
 

@@ -56,9 +56,12 @@ from dpkit.protocol.server import (
 from dpkit.server.assets import BUILTIN_BUNDLE, AssetError, AssetProgress, Bundle
 from dpkit.server.conversation import Corpus
 from dpkit.server.idle import IdleTimer
+from dpkit.server.listening import REQUESTS as RECOGNITION_REQUESTS
+from dpkit.server.listening import SessionListening
 from dpkit.server.persona_media.voice import EspeakVoice, VoiceError
 from dpkit.server.pool import DigitalPerson, QueuePosition, QueueRefused
 from dpkit.server.rtc import PersonaPeer
+from dpkit.server.scene_requests import RequestError, refusal
 from dpkit.server.talk import PersonaTalk
 from dpkit.tasks import TaskOwner
 
@@ -156,6 +159,7 @@ class SignallingSession:
         self._closing_peer: asyncio.Task[None] | None = None
         self._camera_on: bool | None = None
         self._talk: PersonaTalk | None = None
+        self._listening: SessionListening | None = None
         self._tasks = TaskOwner("session")
         #: Set once :meth:`run` has released everything.
         self.finished = asyncio.Event()
@@ -420,6 +424,7 @@ class SignallingSession:
             speaker=self._talk.speaker,
         )
         self._peer = peer
+        self._listen(peer, self._person.bundle)
         answer_sdp = await peer.answer(action.offer.sdp)
         self._answered = True
         early, self._early_candidates = self._early_candidates, []
@@ -467,6 +472,36 @@ class SignallingSession:
             send=lambda frame: self._carry_out(SendFrame(frame)),
             on_activity=self._idle.touch,
         )
+
+    def _listen(self, peer: PersonaPeer, bundle: Bundle | None) -> None:
+        """Speech recognition for this session, on the user's microphone frames."""
+        persona = self._state.settings.persona
+        if self._talk is None or bundle is None or self._listening is not None:
+            return
+        self._listening = SessionListening(
+            persona,
+            Corpus.from_json(bundle.json("corpus.json")),
+            self._talk.speaker,
+            send=lambda frame: self._carry_out(SendFrame(frame)),
+            converse=self._converse,
+            touch=self._idle.touch,
+            label=self.info.socket_id,
+        )
+        self._listening.open()
+        peer.on_user_audio = self._listening.listener.feed
+
+    async def _converse(self, text: str) -> None:
+        """The user's words (recognized speech), handled exactly as ``conversationSend {text}``."""
+        if self._ended():
+            return
+        request = SceneRequest("conversationSend", "", {"text": text})
+        if self._state.settings.persona.control_url:
+            try:
+                await self._question_orchestration(request)
+            except RequestError as exc:
+                logger.info("session %s: heard words not asked: %s", self.session_id, exc)
+        elif self._talk is not None:
+            await self._talk.handle(request)  # its response is for no request of the client's
 
     async def _on_asset_progress(self, progress: AssetProgress) -> None:
         frame = DpkitEvent(
@@ -541,18 +576,19 @@ class SignallingSession:
         if request.name == "conversationSend" and self._state.settings.persona.control_url:
             await self._ask_orchestration(request)
             return
+        if request.name in RECOGNITION_REQUESTS and self._listening is not None:
+            await self._carry_out(SendFrame(self._listening.answer(request)))
+            return
         if self._talk is not None:
             answered = await self._talk.handle(request)
             if answered is not None:
                 await self._carry_out(SendFrame(answered))
                 return
-        # Server rule: answer every request, or the browser waits for it forever.
-        response = SceneResponse(
-            request.name,
-            request.transaction,
-            1,
-            {"error": f"scene request {request.name!r} is not supported by this server yet"},
-        )
+        # Server rule: answer every request, or the browser waits for it forever. What reaches
+        # here is refused by name (docs/protocol.md, "Scene requests").
+        error = refusal(request.name)
+        logger.info("session %s: refused %s", self.session_id, error[:300])
+        response = SceneResponse(request.name, request.transaction, 1, {"error": error})
         await self._carry_out(SendFrame(response))
 
     async def _warn_idle(self, closes_in_s: float) -> None:
@@ -566,18 +602,34 @@ class SignallingSession:
 
     async def _ask_orchestration(self, request: SceneRequest) -> None:
         """Hand the user's words to the orchestration server (through the client's relay)."""
+        try:
+            await self._question_orchestration(request)
+        except RequestError as exc:
+            refused = SceneResponse(request.name, request.transaction, 1, {"error": str(exc)})
+            await self._carry_out(SendFrame(refused))
+            return
+        await self._carry_out(SendFrame(SceneResponse(request.name, request.transaction, 0, {})))
+
+    async def _question_orchestration(self, request: SceneRequest) -> None:
+        """``conversationRequest`` with the words of ``request`` (typed or recognized).
+
+        Raises :class:`RequestError` for variables the session cannot take.
+        """
         body = request.body
+        variables = body.get("variables") or {}
+        if self._talk is not None:
+            # The session's conversation variables, with the request's own on top.
+            variables = self._talk.request_variables(body, request.name)
         question = SceneEvent(
             "conversationRequest",
             {
                 "personaId": body.get("personaId", 1),
                 "input": {"text": str(body.get("text", ""))},
-                "variables": body.get("variables") or {},
+                "variables": variables,
                 "optionalArgs": body.get("optionalArgs") or {},
             },
         )
         await self._carry_out(SendFrame(question))
-        await self._carry_out(SendFrame(SceneResponse(request.name, request.transaction, 0, {})))
 
     async def _on_orchestration(self, event: SceneEvent) -> None:
         if event.name == "endConversation":
@@ -655,6 +707,8 @@ class SignallingSession:
             self._journal.ended(self.info.socket_id, reason, time.time())
             if self.session_id is not None:
                 logger.info("session %s: ended (%s)", self.session_id, reason)
+        if self._listening is not None:
+            await self._listening.close()
         if self._talk is not None:
             await self._talk.close()
         if self._peer is not None and self._closing_peer is None:

@@ -1,0 +1,191 @@
+"""PocketSphinx, the default engine: the wheel's en-US model, biased by the persona's corpus.
+
+Two searches run over the same audio. The open language model hears anything (its text is the
+transcript when nothing in the corpus fits), and a JSGF grammar of the corpus's phrases, each with
+optional lead-in and tail words ("what is your name", "hello there"), recognizes the short
+commands the open model misses. The grammar search always ends somewhere in its network; a path
+that did not reach one of the phrases ("who are" for "hello") is a partial match and a weak one.
+
+Confidence is not a probability PocketSphinx computes for such short utterances, so it is
+assembled from the two searches: a complete grammar phrase scores 0.55 and up to 0.45 more for
+each of its words the open model heard too; an open transcript that holds a corpus phrase scores
+0.6; anything else stays below 0.5, the default threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from dpkit.server.recognition.engine import SAMPLE_RATE, Alternative, RecognizerError
+
+logger = logging.getLogger("dpkit.server.recognition")
+
+#: Words that may come before or after a corpus phrase in the grammar.
+#: Empty by default: measured on eSpeak NG voices, fillers let the grammar absorb anything.
+LEAD_WORDS: tuple[str, ...] = ()
+TAIL_WORDS: tuple[str, ...] = ()
+
+#: The most phrases (and words in one) taken into the grammar: the corpus is hostile input too.
+MAX_PHRASES = 500
+MAX_PHRASE_WORDS = 12
+
+_WORD = re.compile(r"[a-z']+")
+
+
+def phrase_words(text: str) -> tuple[str, ...]:
+    """The words of ``text`` as the recognizer spells them: lower case letters and apostrophes."""
+    return tuple(_WORD.findall(text.casefold()))
+
+
+def contains(words: Sequence[str], phrase: Sequence[str]) -> bool:
+    """Whether ``phrase`` occurs in ``words`` as whole consecutive words."""
+    size = len(phrase)
+    return size > 0 and any(
+        tuple(words[index : index + size]) == tuple(phrase)
+        for index in range(len(words) - size + 1)
+    )
+
+
+class SphinxRecognizer:
+    """PocketSphinx with the open en-US model and a grammar of ``phrases``."""
+
+    def __init__(self, phrases: Sequence[str]) -> None:
+        try:
+            import pocketsphinx  # type: ignore[import-untyped]  # the dpkit[server] extra
+        except ImportError as exc:
+            raise RecognizerError(
+                "speech recognition needs dpkit's 'server' extra: pip install 'dpkit[server]'"
+            ) from exc
+        options = {"loglevel": "FATAL", "samprate": SAMPLE_RATE, "dither": True}
+        try:
+            self._open = pocketsphinx.Decoder(**options)
+            self._logmath = self._open.get_logmath()
+            self._phrases = self._known(phrases)
+            self._grammar = None
+            if self._phrases:
+                self._grammar = pocketsphinx.Decoder(**options)
+                lead = self._known(LEAD_WORDS)
+                tail = self._known(TAIL_WORDS)
+                self._grammar.add_jsgf_string("corpus", _jsgf(self._phrases, lead, tail))
+                self._grammar.activate_search("corpus")
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise RecognizerError(f"PocketSphinx could not load: {exc}") from exc
+        self._decoders = [d for d in (self._open, self._grammar) if d is not None]
+        self._running = False
+
+    @property
+    def phrases(self) -> tuple[tuple[str, ...], ...]:
+        """The corpus phrases the grammar holds (those with every word in the dictionary)."""
+        return self._phrases
+
+    def _known(self, phrases: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+        known: list[tuple[str, ...]] = []
+        for phrase in list(phrases)[:MAX_PHRASES]:
+            words = phrase_words(phrase)
+            if not words or len(words) > MAX_PHRASE_WORDS or words in known:
+                continue
+            missing = [word for word in words if self._open.lookup_word(word) is None]
+            if missing:
+                logger.debug(
+                    "phrase %r left out of the grammar: %s not in the dictionary",
+                    phrase,
+                    ", ".join(missing),
+                )
+                continue
+            known.append(words)
+        return tuple(known)
+
+    def start(self) -> None:
+        for decoder in self._decoders:
+            decoder.start_utt()
+        self._running = True
+
+    def feed(self, pcm: npt.NDArray[np.int16]) -> None:
+        if not self._running or not len(pcm):
+            return
+        data = np.ascontiguousarray(pcm, dtype=np.int16).tobytes()
+        try:
+            for decoder in self._decoders:
+                decoder.process_raw(data)
+        except RuntimeError as exc:
+            raise RecognizerError(f"PocketSphinx failed decoding: {exc}") from exc
+
+    def partial(self) -> str:
+        if not self._running:
+            return ""
+        hypothesis = self._open.hyp()
+        return " ".join(phrase_words(hypothesis.hypstr)) if hypothesis is not None else ""
+
+    def finish(self) -> tuple[Alternative, ...]:
+        if not self._running:
+            return ()
+        self._running = False
+        try:
+            for decoder in self._decoders:
+                decoder.end_utt()
+        except RuntimeError as exc:
+            raise RecognizerError(f"PocketSphinx failed ending an utterance: {exc}") from exc
+        heard = self._open.hyp()
+        open_words = phrase_words(heard.hypstr) if heard is not None else ()
+        alternatives: dict[str, float] = {}
+        if self._grammar is not None:
+            matched = self._grammar.hyp()
+            grammar_words = phrase_words(matched.hypstr) if matched is not None else ()
+            if grammar_words:
+                alternatives[" ".join(grammar_words)] = self._grammar_confidence(
+                    grammar_words, open_words
+                )
+        if open_words:
+            transcript = " ".join(open_words)
+            confidence = self._open_confidence(open_words)
+            alternatives[transcript] = max(alternatives.get(transcript, 0.0), confidence)
+        ranked = sorted(alternatives.items(), key=lambda item: item[1], reverse=True)
+        return tuple(Alternative(text, round(score, 3)) for text, score in ranked)
+
+    def _grammar_confidence(
+        self, grammar_words: tuple[str, ...], open_words: tuple[str, ...]
+    ) -> float:
+        phrase = max(
+            (p for p in self._phrases if contains(grammar_words, p)), key=len, default=None
+        )
+        heard = set(open_words)
+        if phrase is None:
+            overlap = sum(word in heard for word in grammar_words) / len(grammar_words)
+            return 0.35 * overlap
+        overlap = sum(word in heard for word in phrase) / len(phrase)
+        return 0.55 + 0.45 * overlap
+
+    def _open_confidence(self, open_words: tuple[str, ...]) -> float:
+        if any(contains(open_words, phrase) for phrase in self._phrases):
+            return 0.6
+        return 0.3
+
+    def close(self) -> None:
+        self._decoders = []
+        self._running = False
+
+
+def _jsgf(
+    phrases: Sequence[tuple[str, ...]],
+    lead: Sequence[tuple[str, ...]],
+    tail: Sequence[tuple[str, ...]],
+) -> str:
+    """The grammar: one of ``phrases``, with an optional word of ``lead`` and of ``tail``."""
+
+    def rule(name: str, items: Sequence[tuple[str, ...]]) -> str:
+        return f"<{name}> = {' | '.join(' '.join(words) for words in items)};\n"
+
+    body = "[<lead>] <phrase>" if lead else "<phrase>"
+    body += " [<tail>]" if tail else ""
+    return (
+        "#JSGF V1.0;\ngrammar corpus;\n"
+        + (rule("lead", lead) if lead else "")
+        + (rule("tail", tail) if tail else "")
+        + rule("phrase", phrases)
+        + f"public <utterance> = {body};\n"
+    )
