@@ -76,6 +76,10 @@ const page = {
   error: null,
   disconnects: [],
   conversation: [],
+  // What the persona is hearing right now (the last interim transcript; "" between utterances),
+  // and the Web SDK's conversation state (idle, userSpeaking, dpProcessing, dpSpeaking) as seen.
+  interim: "",
+  conversationStates: [],
   connectPromise: null,
   // "idle", "connecting" or "connected": what the buttons and the sidebar show.
   phase: "idle",
@@ -242,17 +246,65 @@ function setPhase(phase) {
   $("video-placeholder").hidden = connected;
   if (!connected) $("video-placeholder").textContent = connecting ? "Connecting…" : "Not connected";
   $("session-id").textContent = connected ? page.sessionId : "—";
+  if (!connected) {
+    showInterim("");
+    $("conversation-state").textContent = "—";
+  }
   if (!connecting) clearQueue();
   showDevices();
 }
+
+// Who said a line, as the log labels it; "heard" is the user's speech as the persona heard it.
+const SPEAKERS = { user: "you", heard: "you (heard)", persona: "persona" };
 
 function addLine(who, text) {
   page.conversation.push({ who, text });
   const item = document.createElement("li");
   item.className = who;
-  item.textContent = text;
-  $("conversation").appendChild(item);
+  if (SPEAKERS[who]) {
+    const label = document.createElement("span");
+    label.className = "who";
+    label.textContent = SPEAKERS[who];
+    item.append(label, " ", text);
+  } else {
+    item.textContent = text;
+  }
+  const log = $("conversation");
+  log.appendChild(item);
+  log.scrollTop = log.scrollHeight;
 }
+
+function showInterim(text) {
+  page.interim = text;
+  $("heard-interim-text").textContent = text;
+  $("heard-interim").hidden = !text;
+}
+
+// recognizeResults: interim text while the user speaks, then each final transcript as a line,
+// so the user sees what the persona heard (and so what it answers).
+function showRecognized(status, _errorMessage, results) {
+  if (status !== 0 || !Array.isArray(results) || results.length === 0) return;
+  const result = results[0];
+  const best = result && Array.isArray(result.alternatives) ? result.alternatives[0] : null;
+  const transcript = best && typeof best.transcript === "string" ? best.transcript.trim() : "";
+  if (!result.final) {
+    showInterim(transcript.slice(0, 500));
+    return;
+  }
+  showInterim("");
+  if (transcript) addLine("heard", transcript.slice(0, 500));
+}
+
+function showConversationState(state) {
+  page.conversationStates.push(state);
+  $("conversation-state").textContent = CONVERSATION_STATES[state] || String(state).slice(0, 40);
+}
+const CONVERSATION_STATES = {
+  idle: "idle",
+  userSpeaking: "you are speaking",
+  dpProcessing: "thinking",
+  dpSpeaking: "persona speaking",
+};
 
 async function connect() {
   if (window.dpkitSdkMissing || typeof window.Scene !== "function") {
@@ -284,6 +336,8 @@ async function connect() {
   }
   page.scene = scene;
   page.states = [];
+  page.conversationStates = [];
+  showInterim("");
   const current = () => page.scene === scene && page.attempt === attempt;
   // The Web SDK hands every frame that is not webrtc to scene.onMessage (bound at connect):
   // dpkit's queue frames arrive there while the state stays SearchingForDigitalPerson.
@@ -305,6 +359,12 @@ async function connect() {
     page.disconnects.push({ sessionId, reason });
     setPhase("idle");
     showLastDisconnect(reason, "server");
+  });
+  scene.onRecognizeResultsEvent.addListener((_scene, status, errorMessage, results) => {
+    if (current()) showRecognized(status, errorMessage, results);
+  });
+  scene.conversation.onConversationStateUpdated.addListener((state) => {
+    if (current()) showConversationState(state);
   });
   scene.onMicrophoneActive.addListener(showDevices);
   scene.onCameraActive.addListener(showDevices);
