@@ -68,6 +68,8 @@ class Heard:
         ("see you", "en-us-nyc", 180, "GOODBYE", {"see", "you"}),
         ("what can you do", "en-gb-x-rp", 140, "HELP", {"what", "can", "you", "do"}),
         ("see you", "en-gb-x-rp", 140, "GOODBYE", {"see", "you"}),
+        ("hello", "en-us-nyc", 180, "GREETING", {"hello"}),
+        ("your name", "en-gb-scotland", 180, "NAME", {"your", "name"}),
     ],
 )
 async def test_a_spoken_corpus_phrase_gives_one_final_result_with_its_intent(
@@ -87,6 +89,24 @@ async def test_a_spoken_corpus_phrase_gives_one_final_result_with_its_intent(
     assert decide(heard.finals[0], CORPUS, PersonaSettings().recognition_threshold).intent == intent
     assert heard.failures == []
     assert heard.listener.stats.real_time_factor < 1.0
+
+
+@pytest.mark.parametrize(
+    "sentence", ["please open the door", "i like pizza", "where is the train station"]
+)
+async def test_speech_out_of_the_corpus_is_fallback(sentence: str) -> None:
+    """A sentence no pattern holds gives a final result whose intent is FALLBACK."""
+    heard = Heard()
+    heard.listener.open()
+    try:
+        await heard.hear(
+            np.concatenate((silence(0.5), spoken(sentence, "en-us-nyc", 160), silence(1)))
+        )
+    finally:
+        await heard.listener.close()
+    assert len(heard.finals) == 1
+    threshold = PersonaSettings().recognition_threshold
+    assert decide(heard.finals[0], CORPUS, threshold).intent == FALLBACK_INTENT
 
 
 async def test_silence_and_steady_noise_give_no_result() -> None:

@@ -30,6 +30,9 @@ MARGIN_DB = 12.0
 MIN_SPEECH_DBFS = -50.0
 START_S = 0.09
 PRE_ROLL_S = 0.3
+#: How long without a voiced frame ends an utterance: every bit of it is waited out before the
+#: persona can answer, so it is most of the latency from the end of speech to the answer.
+HANGOVER_S = 0.35
 FLOOR_START_DBFS = -70.0
 FLOOR_RISE_DB_PER_S = 10.0
 """How fast the noise floor climbs towards a louder room (the fall is immediate)."""
@@ -67,7 +70,7 @@ def frame_dbfs(frame: npt.NDArray[np.int16]) -> float:
 class Endpointer:
     """Splits a stream of 16 kHz samples into utterances."""
 
-    def __init__(self, *, hangover_s: float = 0.5, max_utterance_s: float = 15.0) -> None:
+    def __init__(self, *, hangover_s: float = HANGOVER_S, max_utterance_s: float = 15.0) -> None:
         if not math.isfinite(hangover_s) or hangover_s <= 0:
             raise ValueError(f"hangover_s must be positive, got {hangover_s}")
         if not math.isfinite(max_utterance_s) or max_utterance_s <= 0:

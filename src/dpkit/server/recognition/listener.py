@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dpkit.media.levels import audio_frame_to_mono
-from dpkit.server.recognition.endpointing import Boundary, Endpointer
+from dpkit.server.recognition.endpointing import HANGOVER_S, Boundary, Endpointer
 from dpkit.server.recognition.engine import SAMPLE_RATE, Alternative, Recognizer
 from dpkit.tasks import TaskOwner
 
@@ -107,7 +107,7 @@ class Listener:
         speaking: Callable[[], bool] = lambda: False,
         barge_in: bool = False,
         max_utterance_s: float = 15.0,
-        hangover_s: float = 0.5,
+        hangover_s: float = HANGOVER_S,
         max_queued_s: float = 2.0,
         active: bool = True,
         name: str = "listener",

@@ -8,7 +8,9 @@ that did not reach one of the phrases ("who are" for "hello") is a partial match
 
 Confidence is not a probability PocketSphinx computes for such short utterances, so it is
 assembled from the two searches: a complete grammar phrase scores 0.55 and up to 0.45 more for
-each of its words the open model heard too; an open transcript that holds a corpus phrase scores
+each of its words the open model heard too, less when the open model heard a longer sentence made
+of other words (the grammar forced it onto a phrase), and 0.4 for a phrase of three words or more
+of which the open model heard none; an open transcript that holds a corpus phrase scores
 0.6; anything else stays below 0.5, the default threshold.
 """
 
@@ -29,6 +31,15 @@ logger = logging.getLogger("dpkit.server.recognition")
 #: Empty by default: measured on eSpeak NG voices, fillers let the grammar absorb anything.
 LEAD_WORDS: tuple[str, ...] = ()
 TAIL_WORDS: tuple[str, ...] = ()
+
+#: PocketSphinx's options for both searches (the wheel's en-US model, 16 kHz).
+DECODER_OPTIONS: dict[str, object] = {"loglevel": "FATAL", "samprate": SAMPLE_RATE, "dither": True}
+
+#: The level of the faint noise added to what the searches hear (dBFS RMS). Digital silence (a
+#: muted track, a file's gaps, a synthetic voice) throws PocketSphinx's noise and cepstral-mean
+#: estimates off: measured on eSpeak NG voices, exact grammar matches went from 32 to 56 of 66
+#: clean phrases with it. Real microphones are far noisier, so it changes nothing for them.
+COMFORT_NOISE_DBFS = -60.0
 
 #: The most phrases (and words in one) taken into the grammar: the corpus is hostile input too.
 MAX_PHRASES = 500
@@ -61,7 +72,7 @@ class SphinxRecognizer:
             raise RecognizerError(
                 "speech recognition needs dpkit's 'server' extra: pip install 'dpkit[server]'"
             ) from exc
-        options = {"loglevel": "FATAL", "samprate": SAMPLE_RATE, "dither": True}
+        options = dict(DECODER_OPTIONS)
         try:
             self._open = pocketsphinx.Decoder(**options)
             self._logmath = self._open.get_logmath()
@@ -76,6 +87,8 @@ class SphinxRecognizer:
         except (RuntimeError, ValueError, OSError) as exc:
             raise RecognizerError(f"PocketSphinx could not load: {exc}") from exc
         self._decoders = [d for d in (self._open, self._grammar) if d is not None]
+        self._noise = np.random.default_rng(0)
+        self._noise_rms = 32768.0 * 10 ** (COMFORT_NOISE_DBFS / 20)
         self._running = False
 
     @property
@@ -108,7 +121,8 @@ class SphinxRecognizer:
     def feed(self, pcm: npt.NDArray[np.int16]) -> None:
         if not self._running or not len(pcm):
             return
-        data = np.ascontiguousarray(pcm, dtype=np.int16).tobytes()
+        noisy = pcm.astype(np.float32) + self._noise.normal(0.0, self._noise_rms, len(pcm))
+        data = np.clip(noisy, -32768, 32767).astype(np.int16).tobytes()
         try:
             for decoder in self._decoders:
                 decoder.process_raw(data)
@@ -157,8 +171,16 @@ class SphinxRecognizer:
         if phrase is None:
             overlap = sum(word in heard for word in grammar_words) / len(grammar_words)
             return 0.35 * overlap
-        overlap = sum(word in heard for word in phrase) / len(phrase)
-        return 0.55 + 0.45 * overlap
+        recall = sum(word in heard for word in phrase) / len(phrase)
+        confidence = 0.55 + 0.45 * recall
+        if len(open_words) > len(phrase) + 1:
+            # The open model heard a longer sentence: the grammar forced it onto a phrase
+            # unless most of what it heard is the phrase's.
+            precision = sum(word in set(phrase) for word in open_words) / len(open_words)
+            confidence -= 0.3 * (1.0 - precision)
+        elif recall == 0 and len(phrase) >= 3:
+            confidence = 0.4  # three words or more, and not one of them heard
+        return confidence
 
     def _open_confidence(self, open_words: tuple[str, ...]) -> float:
         if any(contains(open_words, phrase) for phrase in self._phrases):
