@@ -126,7 +126,8 @@ class Listener:
         self._stopping = threading.Event()
         self._tasks = TaskOwner(name)
         self._name = name
-        self._worker: asyncio.Task[None] | None = None
+        #: Done when the worker thread has ended (set from the thread, through the loop).
+        self._worker: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._generation = 0
         self._active = active
@@ -152,7 +153,12 @@ class Listener:
         if self._worker is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._worker = self._tasks.spawn(asyncio.to_thread(self._work), "worker")
+        self._worker = self._loop.create_future()
+        # A thread of its own, not the loop's default executor: that has only a few threads
+        # (min(32, cores + 4)), which the persona's speech synthesis and file reads need, and a
+        # listener keeps its thread for the whole session.
+        thread = threading.Thread(target=self._run_worker, name=f"dpkit-{self._name}", daemon=True)
+        thread.start()
         self._tasks.spawn(self._dispatch(), "results")
 
     def feed(self, frame: av.AudioFrame) -> None:
@@ -226,6 +232,15 @@ class Listener:
 
     # --- in the worker thread ---------------------------------------------------------------
 
+    def _run_worker(self) -> None:
+        try:
+            self._work()
+        finally:
+            loop, done = self._loop, self._worker
+            if loop is not None and done is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                    loop.call_soon_threadsafe(_resolve, done)
+
     def _work(self) -> None:
         recognizer: Recognizer | None = None
         resampler: _Resampler | None = None
@@ -277,6 +292,11 @@ class Listener:
         finally:
             if recognizer is not None:
                 recognizer.close()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class _Resampler:
