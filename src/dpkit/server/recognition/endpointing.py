@@ -32,7 +32,7 @@ START_S = 0.09
 PRE_ROLL_S = 0.3
 #: How long without a voiced frame ends an utterance: every bit of it is waited out before the
 #: persona can answer, so it is most of the latency from the end of speech to the answer.
-HANGOVER_S = 0.35
+HANGOVER_S = 0.3
 FLOOR_START_DBFS = -70.0
 FLOOR_RISE_DB_PER_S = 10.0
 """How fast the noise floor climbs towards a louder room (the fall is immediate)."""
