@@ -9,8 +9,7 @@ classes, which need aiortc, are loaded the first time one of them is used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dpkit.errors import (
     AssetsFailed,
@@ -35,6 +34,7 @@ from dpkit.errors import (
     TooManySockets,
     UnknownConnectionError,
 )
+from dpkit.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from dpkit.client import (
@@ -99,19 +99,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dpkit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
-
 __all__ = [
     "AssetsFailed",
     "BackendMissing",
@@ -163,3 +150,5 @@ __all__ = [
     "UnknownConnectionError",
     "__version__",
 ]
+
+__getattr__, __dir__ = lazy_exports("dpkit", _LAZY, globals(), __all__)

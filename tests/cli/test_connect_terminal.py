@@ -42,6 +42,14 @@ virtual_audio = support_audio.virtual_audio
 STATUS = re.compile(r"^video \d+x\d+ \d+ fps \| persona audio: ")
 
 
+async def wait_for_prompt(client: PtyClient) -> None:
+    """Until the status line stands above an empty prompt: connected and ready for input."""
+    await client.wait_for(
+        lambda s: s.line() == ">" and bool(STATUS.match(status_line(s))),
+        "the status line above an empty prompt",
+    )
+
+
 def status_line(screen: Screen) -> str:
     """The fixed status line: the one just above the prompt."""
     return screen.line(-1)
@@ -61,10 +69,7 @@ async def test_typing_is_never_overwritten_by_the_status_line(
         state_dir=tmp_path,
     )
     try:
-        await client.wait_for(
-            lambda s: s.line() == ">" and bool(STATUS.match(status_line(s))),
-            "the status line above an empty prompt",
-        )
+        await wait_for_prompt(client)
         for char in "hello":
             mark = len(client.output)
             client.type(char)
@@ -178,9 +183,7 @@ async def test_a_device_turned_on_asks_on_the_prompt_line(
         state_dir=tmp_path,
     )
     try:
-        await client.wait_for(
-            lambda s: s.line() == ">" and bool(STATUS.match(status_line(s))), "the prompt"
-        )
+        await wait_for_prompt(client)
         client.type("/m\r")
         await client.wait_for(
             lambda s: bool(QUESTION.fullmatch(s.line())), "the microphone question as the prompt"
@@ -227,9 +230,7 @@ async def test_a_line_wider_than_the_screen_scrolls_and_ctrl_d_quits(
         state_dir=tmp_path,
     )
     try:
-        await client.wait_for(
-            lambda s: s.line() == ">" and bool(STATUS.match(status_line(s))), "the prompt"
-        )
+        await wait_for_prompt(client)
         words = " ".join(f"word{i:03d}" for i in range(20))  # 159 characters
         client.type(words)
         await client.wait_for(lambda s: s.line().endswith("word019"), "the end of the line")

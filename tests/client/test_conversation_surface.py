@@ -34,6 +34,7 @@ from dpkit import (
 )
 from dpkit.server import DpkitServer
 from dpkit.server.settings import PersonaSettings
+from tests.relay import relay_frames
 from tests.support import UNIT, ServerFactory, until
 
 S = ConversationStateName
@@ -66,28 +67,12 @@ class Relay:
         downstream = web.WebSocketResponse()
         await downstream.prepare(request)
         self._downstream = downstream
-        url = self._server.url.replace("http://", "ws://") + "/session"
-        async with (
-            aiohttp.ClientSession() as http,
-            http.ws_connect(url, params=dict(request.query)) as upstream,
-        ):
 
-            async def up() -> None:
-                async for message in downstream:
-                    if message.type is aiohttp.WSMsgType.TEXT:
-                        await upstream.send_str(message.data)
-                await upstream.close()
+        async def after(name: str) -> None:
+            if name == "connected":
+                self.connected.set()
 
-            pump = asyncio.create_task(up())
-            async for message in upstream:
-                if message.type is not aiohttp.WSMsgType.TEXT:
-                    break
-                await downstream.send_str(message.data)
-                if json.loads(message.data)["name"] == "connected":
-                    self.connected.set()
-            await downstream.close()
-            pump.cancel()
-            await asyncio.gather(pump, return_exceptions=True)
+        await relay_frames(downstream, self._server.url, request.query, after)
         return downstream
 
     async def run(self) -> AsyncGenerator[str, None]:

@@ -6,7 +6,6 @@ in extra ones at chosen moments.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncGenerator, Callable
 
@@ -17,6 +16,7 @@ from aiohttp import web
 from dpkit import Scene, ServerConnectionFailed
 from dpkit.errors import ProtocolError
 from dpkit.server import DpkitServer
+from tests.relay import relay_frames
 
 #: Given the name of the server frame just relayed, the frames to slip in after it.
 Injector = Callable[[str], list[str]]
@@ -35,28 +35,12 @@ async def relay(server: DpkitServer, inject: Injector) -> AsyncGenerator[str, No
     async def handle(request: web.Request) -> web.WebSocketResponse:
         downstream = web.WebSocketResponse()
         await downstream.prepare(request)
-        url = server.url.replace("http://", "ws://") + "/session"
-        async with (
-            aiohttp.ClientSession() as http,
-            http.ws_connect(url, params=dict(request.query)) as upstream,
-        ):
 
-            async def up() -> None:
-                async for message in downstream:
-                    if message.type is aiohttp.WSMsgType.TEXT:
-                        await upstream.send_str(message.data)
-                await upstream.close()
+        async def after(name: str) -> None:
+            for extra in inject(name):
+                await downstream.send_str(extra)
 
-            pump = asyncio.create_task(up())
-            async for message in upstream:
-                if message.type is not aiohttp.WSMsgType.TEXT:
-                    break
-                await downstream.send_str(message.data)
-                for extra in inject(json.loads(message.data)["name"]):
-                    await downstream.send_str(extra)
-            await downstream.close()
-            pump.cancel()
-            await asyncio.gather(pump, return_exceptions=True)
+        await relay_frames(downstream, server.url, request.query, after)
         return downstream
 
     app = web.Application()

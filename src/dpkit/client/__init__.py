@@ -7,8 +7,9 @@ The names below load on first use, so that importing one part of the client (say
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dpkit.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from dpkit.client.conversation import (
@@ -63,19 +64,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dpkit.client' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
-
 __all__ = [
     "BackendMissing",
     "ConnectionAttempt",
@@ -102,3 +90,5 @@ __all__ = [
     "TokenServer",
     "UserMedia",
 ]
+
+__getattr__, __dir__ = lazy_exports("dpkit.client", _LAZY, globals(), __all__)

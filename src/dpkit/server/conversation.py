@@ -82,7 +82,7 @@ class Corpus:
     def from_json(cls, data: object) -> Corpus:
         """Build a corpus from decoded ``corpus.json`` data; ValueError says what is wrong."""
         if not isinstance(data, Mapping):
-            raise ValueError(f"corpus must be a JSON object, got {_kind(data)}")
+            raise ValueError(f"corpus must be a JSON object, got {json_kind(data)}")
         unknown = sorted(str(key) for key in data if key not in _TOP_KEYS)
         if unknown:
             raise ValueError(f"corpus has unknown keys: {', '.join(unknown)}")
@@ -90,7 +90,7 @@ class Corpus:
         fallback = _text(data, FALLBACK_INTENT, "corpus")
         raw_intents = data.get("intents", [])
         if not isinstance(raw_intents, list):
-            raise ValueError(f"corpus intents must be a list, got {_kind(raw_intents)}")
+            raise ValueError(f"corpus intents must be a list, got {json_kind(raw_intents)}")
         intents = tuple(_intent(raw, index) for index, raw in enumerate(raw_intents))
         return cls(welcome, fallback, intents)
 
@@ -125,7 +125,7 @@ def _compile(patterns: tuple[str, ...]) -> re.Pattern[str]:
 def _intent(raw: object, index: int) -> Intent:
     where = f"intents[{index}]"
     if not isinstance(raw, Mapping):
-        raise ValueError(f"{where} must be a JSON object, got {_kind(raw)}")
+        raise ValueError(f"{where} must be a JSON object, got {json_kind(raw)}")
     unknown = sorted(str(key) for key in raw if key not in _INTENT_KEYS)
     if unknown:
         raise ValueError(f"{where} has unknown keys: {', '.join(unknown)}")
@@ -133,10 +133,10 @@ def _intent(raw: object, index: int) -> Intent:
     named = f"{where} ({name!r})"
     patterns = raw.get("patterns")
     if not isinstance(patterns, list):
-        raise ValueError(f"{named} patterns must be a list of strings, got {_kind(patterns)}")
+        raise ValueError(f"{named} patterns must be a list of strings, got {json_kind(patterns)}")
     for pattern in patterns:
         if not isinstance(pattern, str):
-            raise ValueError(f"{named} patterns must be strings, got {_kind(pattern)}")
+            raise ValueError(f"{named} patterns must be strings, got {json_kind(pattern)}")
     answer = _text(raw, "answer", named)
     try:
         return Intent(name, tuple(patterns), answer)
@@ -149,11 +149,11 @@ def _text(data: Mapping[object, object], key: str, where: str) -> str:
         raise ValueError(f"{where} is missing {key!r}")
     value = data[key]
     if not isinstance(value, str):
-        raise ValueError(f"{where} {key!r} must be a string, got {_kind(value)}")
+        raise ValueError(f"{where} {key!r} must be a string, got {json_kind(value)}")
     return value
 
 
-def _kind(value: object) -> str:
+def json_kind(value: object) -> str:
     """The JSON name of a value's type, for error messages."""
     if value is None:
         return "null"

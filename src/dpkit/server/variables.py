@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dpkit.server.conversation import json_kind
+
 
 @dataclass(frozen=True)
 class VariableLimits:
@@ -86,7 +88,9 @@ class ConversationVariables:
         """``variables`` if they are within the limits, else a :class:`VariablesError`."""
         limits = self.limits
         if not isinstance(variables, Mapping):
-            raise VariablesError(f"{what}: 'variables' must be an object, got {_kind(variables)}")
+            raise VariablesError(
+                f"{what}: 'variables' must be an object, got {json_kind(variables)}"
+            )
         if len(variables) > limits.max_variables:
             raise VariablesError(
                 f"{what}: {len(variables)} variables, over the limit of {limits.max_variables}"
@@ -184,17 +188,3 @@ def _depth(value: object) -> int:
         elif isinstance(item, list):
             pending.extend((child, depth + 1) for child in item)
     return deepest
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return type(value).__name__
