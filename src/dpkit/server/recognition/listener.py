@@ -3,9 +3,14 @@
 The session's audio drain calls :meth:`Listener.feed` on the event loop with each decoded frame of
 the user's microphone; the frame is mixed to mono and queued, bounded, for one worker thread (a
 full queue drops the frame and counts it: the worker is behind). The worker resamples to 16 kHz,
-end-points, and runs the :class:`~dpkit.server.recognition.engine.Recognizer`, which it builds on
-the first audio (loading a model is slow and blocking). What it finds comes back to the loop and
-goes out through the listener's callbacks, from one task of its own, in order.
+end-points, and runs the :class:`~dpkit.server.recognition.engine.Recognizer`. What it finds
+comes back to the loop and goes out through the listener's callbacks, from one task of its own,
+in order.
+
+A session that never sends its microphone costs no thread and no recognizer: the worker starts
+with the first frame that is to be heard, and builds the recognizer there (loading a model is
+slow and blocking: 0.1-0.4 s for PocketSphinx). Audio that arrives meanwhile waits in the queue,
+so the first words are decoded late, not lost.
 
 Every change of what counts (recognition stopped or started, the persona speaking without
 barge-in) starts a new *generation*: audio and results of an older one are discarded, so an
@@ -126,8 +131,10 @@ class Listener:
         self._stopping = threading.Event()
         self._tasks = TaskOwner(name)
         self._name = name
-        #: Done when the worker thread has ended (set from the thread, through the loop).
+        #: Done when the worker thread has ended (set from the thread, through the loop);
+        #: None until the first audio to hear starts it.
         self._worker: asyncio.Future[None] | None = None
+        self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._generation = 0
         self._active = active
@@ -148,22 +155,35 @@ class Listener:
             self._active = active
             self._generation += 1
 
+    @property
+    def thread_name(self) -> str:
+        """The name of the worker thread, once the first audio has started it."""
+        return f"dpkit-{self._name}"
+
+    @property
+    def started(self) -> bool:
+        """Whether the worker thread has been started (by the first audio to hear)."""
+        return self._worker is not None
+
     def open(self) -> None:
-        """Start the worker thread and the task that passes its results on."""
-        if self._worker is not None:
+        """Start the task that passes results on; the worker waits for the first audio."""
+        if self._loop is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._worker = self._loop.create_future()
+        self._tasks.spawn(self._dispatch(), "results")
+
+    def _start_worker(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._worker = loop.create_future()
         # A thread of its own, not the loop's default executor: that has only a few threads
         # (min(32, cores + 4)), which the persona's speech synthesis and file reads need, and a
-        # listener keeps its thread for the whole session.
-        thread = threading.Thread(target=self._run_worker, name=f"dpkit-{self._name}", daemon=True)
-        thread.start()
-        self._tasks.spawn(self._dispatch(), "results")
+        # listener keeps its thread for the rest of the session.
+        self._thread = threading.Thread(target=self._run_worker, name=self.thread_name, daemon=True)
+        self._thread.start()
 
     def feed(self, frame: av.AudioFrame) -> None:
         """One decoded frame of the user's microphone (called by the audio drain)."""
-        if not self.active or self._worker is None:
+        loop = self._loop
+        if not self.active or loop is None or self._stopping.is_set():
             return
         if self._speaking() and not self._barge_in:
             if not self._gated:
@@ -175,6 +195,8 @@ class Listener:
         if not _MIN_RATE <= rate <= _MAX_RATE:
             self.stats.dropped_frames += 1
             return
+        if self._worker is None:
+            self._start_worker(loop)
         try:
             self._audio.put_nowait(_Audio(self._generation, audio_frame_to_mono(frame), rate))
         except queue.Full:
@@ -191,6 +213,9 @@ class Listener:
         self._stopping.set()
         if self._worker is not None and not self._worker.done():
             await asyncio.wait([self._worker], timeout=5.0)
+        if self._thread is not None and self._worker is not None and self._worker.done():
+            # The thread resolved the future as its last act: it is returning now.
+            self._thread.join(timeout=0.5)
         await self._tasks.close()
 
     def _post(self, event: _Event) -> None:

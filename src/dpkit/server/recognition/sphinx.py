@@ -17,13 +17,20 @@ each of its words the open model heard too, less when the open model heard a lon
 of other words (the grammar forced it onto a phrase), and 0.4 for a phrase of three words or more
 of which the open model heard none; an open transcript that holds a corpus phrase scores
 0.6; anything else stays below 0.5, the default threshold.
+
+What a session costs (measured, see :class:`SharedModels`): the open language model is read once
+per process and shared by every session's open search, and the grammar decoder holds a
+dictionary of the grammar's own words, not the whole of CMUdict. Each session keeps its own two
+decoders (acoustic model state, searches, utterance), so sessions never see each other's audio.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +46,10 @@ TAIL_WORDS: tuple[str, ...] = ()
 
 #: PocketSphinx's options for both searches (the wheel's en-US model, 16 kHz).
 DECODER_OPTIONS: dict[str, object] = {"loglevel": "FATAL", "samprate": SAMPLE_RATE, "dither": True}
+
+#: The most alternate pronunciations of one word looked up for the grammar's dictionary
+#: (CMUdict has at most four: "word", "word(2)", ...).
+MAX_PRONUNCIATIONS = 8
 
 #: The level of the faint noise added to what the searches hear (dBFS RMS). Digital silence (a
 #: muted track, a file's gaps, a synthetic voice) throws PocketSphinx's noise and cepstral-mean
@@ -71,26 +82,76 @@ def contains(words: Sequence[str], phrase: Sequence[str]) -> bool:
     )
 
 
+def _pocketsphinx() -> Any:
+    try:
+        import pocketsphinx  # type: ignore[import-untyped]  # the dpkit[server] extra
+    except ImportError as exc:
+        raise RecognizerError(
+            "speech recognition needs dpkit's 'server' extra: pip install 'dpkit[server]'"
+        ) from exc
+    return pocketsphinx
+
+
+class SharedModels:
+    """What every session's recognizer shares, read once per process: the open language model.
+
+    Shared on purpose: the en-US model is 32 MB in memory once read, and a session reading its
+    own copy paid that and about 110 ms of loading (measured on the wheel's model). The model is
+    read-only once loaded: each open search wraps it in an n-gram set of its own (its own word
+    map), the weights are applied once at reading, and the trie's one mutable part, its history
+    cache, is checked against the history on every score. :attr:`lock` is held around every call
+    into a decoder that searches it, so no two threads are ever in the model at once. The
+    bindings hold the GIL in every call anyway (pocketsphinx 5.1 has no ``nogil``), so the lock
+    costs no parallelism; it keeps the sharing safe if that changes.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._language_model: Any = None
+
+    def open_decoder(self, pocketsphinx: Any) -> Any:
+        """A decoder of its own with the shared open language model as its active search.
+
+        Blocking (it reads the model the first time): call it from a worker thread.
+        """
+        options = dict(DECODER_OPTIONS)
+        with self.lock:
+            if self._language_model is None:
+                # Read exactly as a decoder reads its own: the same options (its weights) and
+                # a log table of the same base.
+                config = pocketsphinx.Config(**options)
+                logmath = pocketsphinx.LogMath(config["logbase"], 0, True)
+                self._language_model = pocketsphinx.NGramModel(config, logmath, config["lm"])
+            decoder = pocketsphinx.Decoder(**options, lm=None)
+            decoder.add_lm("open", self._language_model)
+            decoder.activate_search("open")
+            return decoder
+
+
+#: The one :class:`SharedModels` of this process (read-only models; lives as long as it).
+SHARED_MODELS = SharedModels()
+
+
 class SphinxRecognizer:
     """PocketSphinx with the open en-US model and a grammar of ``phrases``."""
 
-    def __init__(self, phrases: Sequence[str]) -> None:
+    def __init__(self, phrases: Sequence[str], *, shared: SharedModels = SHARED_MODELS) -> None:
+        pocketsphinx = _pocketsphinx()
+        self._shared = shared
         try:
-            import pocketsphinx  # type: ignore[import-untyped]  # the dpkit[server] extra
-        except ImportError as exc:
-            raise RecognizerError(
-                "speech recognition needs dpkit's 'server' extra: pip install 'dpkit[server]'"
-            ) from exc
-        options = dict(DECODER_OPTIONS)
-        try:
-            self._open = pocketsphinx.Decoder(**options)
-            self._logmath = self._open.get_logmath()
-            self._phrases = self._known(phrases)
-            self._grammar = None
-            if self._phrases:
-                self._grammar = pocketsphinx.Decoder(**options)
+            self._open: Any = shared.open_decoder(pocketsphinx)
+            with shared.lock:
+                self._phrases = self._known(phrases)
                 lead = self._known(LEAD_WORDS)
                 tail = self._known(TAIL_WORDS)
+                pronunciations = self._pronunciations((*self._phrases, *lead, *tail))
+            self._grammar: Any = None
+            if self._phrases:
+                # Its own small dictionary: the grammar's words only (CMUdict whole is about
+                # 20 MB a decoder). The search only ever enters the grammar's words.
+                self._grammar = pocketsphinx.Decoder(**DECODER_OPTIONS, lm=None, dict=None)
+                for word, phones in pronunciations:
+                    self._grammar.add_word(word, phones, False)
                 self._grammar.add_jsgf_string("corpus", _jsgf(self._phrases, lead, tail))
                 self._grammar.activate_search("corpus")
         except (RuntimeError, ValueError, OSError) as exc:
@@ -124,9 +185,22 @@ class SphinxRecognizer:
             known.append(words)
         return tuple(known)
 
+    def _pronunciations(self, phrases: Sequence[tuple[str, ...]]) -> tuple[tuple[str, str], ...]:
+        """Every pronunciation CMUdict gives the words of ``phrases``, alternates included."""
+        entries: list[tuple[str, str]] = []
+        for word in dict.fromkeys(word for phrase in phrases for word in phrase):
+            for index in range(1, MAX_PRONUNCIATIONS + 1):
+                name = word if index == 1 else f"{word}({index})"
+                phones = self._open.lookup_word(name)
+                if phones is None:
+                    break
+                entries.append((name, phones))
+        return tuple(entries)
+
     def start(self) -> None:
         if self._decoders:
-            self._open.start_utt()
+            with self._shared.lock:
+                self._open.start_utt()
         self._utterance = []
         self._utterance_bytes = 0
         self._running = True
@@ -141,14 +215,16 @@ class SphinxRecognizer:
             self._utterance_bytes += len(data)
         try:
             if self._decoders:
-                self._open.process_raw(data)
+                with self._shared.lock:
+                    self._open.process_raw(data)
         except RuntimeError as exc:
             raise RecognizerError(f"PocketSphinx failed decoding: {exc}") from exc
 
     def partial(self) -> str:
         if not self._running:
             return ""
-        hypothesis = self._open.hyp()
+        with self._shared.lock:
+            hypothesis = self._open.hyp()
         return " ".join(phrase_words(hypothesis.hypstr)) if hypothesis is not None else ""
 
     def finish(self) -> tuple[Alternative, ...]:
@@ -161,14 +237,15 @@ class SphinxRecognizer:
         if not self._decoders:
             return ()
         try:
-            self._open.end_utt()
+            with self._shared.lock:
+                self._open.end_utt()
+                heard = self._open.hyp()
             if self._grammar is not None and audio:
                 self._grammar.start_utt()
                 self._grammar.process_raw(audio, full_utt=True)
                 self._grammar.end_utt()
         except RuntimeError as exc:
             raise RecognizerError(f"PocketSphinx failed ending an utterance: {exc}") from exc
-        heard = self._open.hyp()
         open_words = phrase_words(heard.hypstr) if heard is not None else ()
         alternatives: dict[str, float] = {}
         if self._grammar is not None and audio:
@@ -212,7 +289,10 @@ class SphinxRecognizer:
         return 0.3
 
     def close(self) -> None:
-        self._decoders = []
+        # Freeing the open decoder lets go of its hold on the shared model: under the lock.
+        with self._shared.lock:
+            self._decoders = []
+            self._open = self._grammar = None
         self._utterance = []
         self._running = False
 
