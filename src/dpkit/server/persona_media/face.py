@@ -2,7 +2,8 @@
 
 The face is a cartoon: a soft gradient backdrop with shoulders, and a head that sways a few pixels,
 blinks every few seconds and opens its mouth as far as it is told to. No image assets, no aiortc,
-no PyAV: the output is an RGB ``ndarray`` that the video track converts.
+no PyAV: the output is an RGB ``ndarray``, or the same picture composed straight into YUV 4:2:0
+in PyAV's packed ``yuv420p`` layout, which is what the video track sends.
 
 A server renders a frame for every session fifteen or more times a second on a couple of cores,
 so rendering is built to be mostly lookups:
@@ -15,6 +16,14 @@ so rendering is built to be mostly lookups:
   are kept in an LRU cache keyed by the quantised :class:`FacePose`. The head sway is periodic and
   the blink and mouth are quantised, so after warm-up most frames are cache hits.
 
+A YUV frame is composed the same way, plane by plane, so a cache miss never pays for an RGB to YUV
+conversion: the backdrop is converted once, and each head variant is kept as premultiplied Y, U
+and V sprites. Chroma is subsampled the way swscale does it for ``rgb24`` to ``yuv420p`` (pairs of
+columns averaged, rows filtered 1-3-3-1, BT.601 limited range), so the frames match what
+``VideoFrame.reformat(format="yuv420p")`` makes of the RGB frame to within a level or two. An odd
+head offset moves the sprite by half a chroma sample, so there is one chroma sprite per offset
+parity.
+
 One renderer can serve many tracks of the same size, which shares its caches. It is not
 thread-safe: use it from the event loop.
 """
@@ -24,7 +33,8 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from functools import cached_property
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -33,10 +43,15 @@ from dpkit.server.persona_media.lru import LruCache
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
+Mask = npt.NDArray[np.bool_]
+Indices = npt.NDArray[np.intp]
 Color = tuple[float, float, float]
 
 #: A function from an RGB frame to another pixel layout (for example planar YUV), cached with it.
 PixelConverter = Callable[[U8], U8]
+
+YUV420P: Literal["yuv420p"] = "yuv420p"
+"""The frame-cache key of frames :meth:`FaceRenderer.render_yuv` composes (no converter)."""
 
 EYE_LEVELS = 4
 """Eye openness steps: 0 is closed, ``EYE_LEVELS - 1`` wide open."""
@@ -83,6 +98,13 @@ MOUTH_INSIDE: Color = (104.0, 28.0, 38.0)
 TONGUE: Color = (214.0, 102.0, 112.0)
 TEETH: Color = (248.0, 246.0, 238.0)
 
+# BT.601 limited ("tv") range, the matrix swscale uses for rgb24 -> yuv420p unless told otherwise.
+_RGB_TO_YUV = np.array(
+    [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]],
+    dtype=np.float32,
+) / np.float32(255.0)
+_YUV_OFFSETS = np.array([16.0, 128.0, 128.0], dtype=np.float32)[:, None, None]
+
 
 class FacePose(NamedTuple):
     """Everything that changes between frames, quantised so that poses repeat.
@@ -97,6 +119,10 @@ class FacePose(NamedTuple):
     mouth: int
 
 
+#: What the frame cache is keyed by: how the pixels were made, and the pose.
+FrameKey = tuple[PixelConverter | Literal["yuv420p"] | None, FacePose]
+
+
 def _soft(distance: F32, width: float = 1.0) -> F32:
     """Coverage of a shape from its signed distance in pixels (negative inside), antialiased."""
     coverage: F32 = np.clip(np.float32(0.5) - distance / np.float32(width), 0.0, 1.0)
@@ -107,6 +133,26 @@ def _to_pixels(values: F32) -> U8:
     """Round colour values to uint8 pixels."""
     pixels: U8 = np.clip(values + np.float32(0.5), 0, 255).astype(np.uint8)
     return pixels
+
+
+def _premultiplied_yuv(rgb: F32, alpha: F32) -> F32:
+    """Y, U and V planes (``3 x h x w``) of premultiplied RGB pixels with coverage ``alpha``."""
+    planes = np.moveaxis(rgb @ _RGB_TO_YUV.T, 2, 0)
+    yuv: F32 = (planes + _YUV_OFFSETS * alpha).astype(np.float32)
+    return yuv
+
+
+def _subsample(planes: F32) -> F32:
+    """4:2:0 chroma as swscale computes it from RGB: column pairs averaged, rows filtered 1-3-3-1.
+
+    ``planes`` is ``... x (2n + 2) x 2m``, padded by one row above and below: output row ``k``
+    is centred between padded rows ``2k + 1`` and ``2k + 2``. The result is ``... x n x m``.
+    """
+    pairs = planes[..., 0::2] + planes[..., 1::2]
+    rows = pairs[..., 0:-2:2, :] + pairs[..., 3::2, :]
+    rows += np.float32(3.0) * (pairs[..., 1:-1:2, :] + pairs[..., 2::2, :])
+    chroma: F32 = rows * np.float32(1.0 / 16.0)
+    return chroma
 
 
 def _ellipse_distance(x: F32, y: F32, cx: float, cy: float, a: float, b: float) -> F32:
@@ -141,8 +187,52 @@ class _Patch(NamedTuple):
     y: F32
 
 
+class _ChromaLayout(NamedTuple):
+    """Where the head's chroma sprite goes for one (dy parity, dx parity), and how it blends.
+
+    The sprite is the head padded by ``pad`` (rows above, below, columns left, right) so that
+    it starts on an even frame row and column, subsampled, and cut to ``window``: the samples
+    the head covers at all. Its top-left chroma sample is at ``(top - dy parity) / 2 +
+    row_offset``, ``(left - dx parity) / 2 + col_offset`` for a head at luma ``(top, left)``.
+    """
+
+    pad: tuple[tuple[int, int], tuple[int, int]]
+    window: tuple[slice, slice]
+    row_offset: int
+    col_offset: int
+    opaque: Mask
+    rim_rows: Indices
+    rim_cols: Indices
+    rim_keep: F32
+
+    def sprite(self, planes: F32) -> F32:
+        """The premultiplied chroma sprite of full-resolution ``2 x H x W`` head planes."""
+        padded = np.pad(planes, ((0, 0), *self.pad))
+        return _subsample(padded)[(slice(None), *self.window)]
+
+
+class _YuvLayers(NamedTuple):
+    """What every YUV frame shares: the backdrop and the head's coverage, drawn once."""
+
+    backdrop: U8
+    luma_opaque: Mask
+    luma_keep: F32
+    covered: Mask
+    alpha: F32
+    chroma: tuple[_ChromaLayout, ...]
+
+
+class _YuvHead(NamedTuple):
+    """One head variant as premultiplied YUV sprites; rims hold premultiplied value + 0.5."""
+
+    luma: U8
+    luma_rim: F32
+    chroma: tuple[U8, ...]
+    chroma_rim: tuple[F32, ...]
+
+
 class FaceRenderer:
-    """Draw a friendly animated face into ``height x width x 3`` uint8 RGB frames.
+    """Draw a friendly animated face into ``height x width x 3`` uint8 RGB frames, or yuv420p.
 
     ``seed`` picks the blink schedule and sway phase, so two personas do not blink in unison.
     ``cache_size`` bounds the finished-frame cache; each entry costs one frame of memory
@@ -180,7 +270,10 @@ class FaceRenderer:
         self._backdrop = self._draw_backdrop()
         self._build_head()
         self._variants: LruCache[tuple[int, int], U8] = LruCache(EYE_LEVELS * MOUTH_LEVELS)
-        self._frames: LruCache[tuple[PixelConverter | None, FacePose], U8] = LruCache(cache_size)
+        self._yuv_variants: LruCache[tuple[int, int], _YuvHead] = LruCache(
+            EYE_LEVELS * MOUTH_LEVELS
+        )
+        self._frames: LruCache[FrameKey, U8] = LruCache(cache_size)
 
     @property
     def width(self) -> int:
@@ -193,7 +286,7 @@ class FaceRenderer:
         return self._height
 
     @property
-    def frame_cache(self) -> LruCache[tuple[PixelConverter | None, FacePose], U8]:
+    def frame_cache(self) -> LruCache[FrameKey, U8]:
         """The finished-frame cache, exposed for its hit and miss counters."""
         return self._frames
 
@@ -269,6 +362,57 @@ class FaceRenderer:
         under = region[rim_rows, rim_cols].astype(np.float32)
         blended = under * self._rim_keep + head[rim_rows, rim_cols] + np.float32(0.5)
         region[rim_rows, rim_cols] = blended.astype(np.uint8)
+        return frame
+
+    def render_yuv(self, pose: FacePose) -> U8:
+        """The yuv420p frame for ``pose`` in PyAV's packed layout; cached and read-only.
+
+        The array has ``height * 3 // 2`` rows of ``width`` bytes, as
+        ``VideoFrame.to_ndarray()`` returns it: the Y plane, then the U and V planes.
+        """
+
+        def build() -> U8:
+            frame = self.draw_yuv(pose)
+            frame.setflags(write=False)
+            return frame
+
+        return self._frames.get_or_build((YUV420P, pose), build)
+
+    def draw_yuv(self, pose: FacePose) -> U8:
+        """Compose the yuv420p frame for ``pose`` into a new array, bypassing the frame cache."""
+        self._check_pose(pose)
+        layers = self._yuv_layers
+        head = self._yuv_variants.get_or_build(
+            (pose.eyes, pose.mouth), lambda: self._draw_yuv_variant(pose.eyes, pose.mouth)
+        )
+        frame = layers.backdrop.copy()
+        width, height = self._width, self._height
+        pixels = frame.reshape(-1)
+        luma = pixels[: width * height].reshape(height, width)
+        # U and V follow each other, so both are one 2 x (h / 2) x (w / 2) view, blended at once.
+        chroma = pixels[width * height :].reshape(2, height // 2, width // 2)
+
+        top = self._head_top + pose.dy
+        left = self._head_left + pose.dx
+        rows, cols = head.luma.shape
+        region = luma[top : top + rows, left : left + cols]
+        np.copyto(region, head.luma, where=layers.luma_opaque)
+        rim_rows, rim_cols = self._rim_rows, self._rim_cols
+        # Blends of in-range values stay in range (16..240 and a rounding), so no clipping.
+        under = region[rim_rows, rim_cols].astype(np.float32)
+        region[rim_rows, rim_cols] = (under * layers.luma_keep + head.luma_rim).astype(np.uint8)
+
+        parity = 2 * (top % 2) + left % 2
+        layout = layers.chroma[parity]
+        sprite = head.chroma[parity]
+        row = (top - top % 2) // 2 + layout.row_offset
+        col = (left - left % 2) // 2 + layout.col_offset
+        region = chroma[:, row : row + sprite.shape[1], col : col + sprite.shape[2]]
+        np.copyto(region, sprite, where=layout.opaque)
+        rim_rows, rim_cols = layout.rim_rows, layout.rim_cols
+        under = region[:, rim_rows, rim_cols].astype(np.float32)
+        blended = under * layout.rim_keep + head.chroma_rim[parity]
+        region[:, rim_rows, rim_cols] = blended.astype(np.uint8)
         return frame
 
     def _check_pose(self, pose: FacePose) -> None:
@@ -419,6 +563,99 @@ class FaceRenderer:
         rim_rows, rim_cols = np.nonzero(~opaque & (alpha > np.float32(1.0 / 512)))
         self._rim_rows, self._rim_cols = rim_rows, rim_cols
         self._rim_keep = (np.float32(1.0) - alpha[rim_rows, rim_cols])[:, None]
+
+    # -- YUV layers --------------------------------------------------------------------------
+
+    @cached_property
+    def _yuv_layers(self) -> _YuvLayers:
+        """The backdrop in yuv420p and the head's coverage, built on the first YUV frame."""
+        width, height = self._width, self._height
+        planes = _premultiplied_yuv(self._backdrop.astype(np.float32), np.ones((1, 1), np.float32))
+        # swscale repeats the edge rows where the chroma filter reaches past the frame.
+        padded = np.concatenate([planes[1:, :1], planes[1:], planes[1:, -1:]], axis=1)
+        backdrop = np.concatenate(
+            [_to_pixels(planes[0]).reshape(-1), _to_pixels(_subsample(padded)).reshape(-1)]
+        ).reshape(height * 3 // 2, width)
+
+        # Coverage as draw() uses it: opaque inside, blended on the rim, nothing elsewhere.
+        opaque = self._head_opaque[..., 0]
+        covered = opaque.copy()
+        covered[self._rim_rows, self._rim_cols] = True
+        alpha = np.where(opaque, np.float32(1.0), np.float32(0.0)).astype(np.float32)
+        alpha[self._rim_rows, self._rim_cols] = self._head_alpha[self._rim_rows, self._rim_cols]
+        chroma = tuple(
+            self._chroma_layout(alpha, row_parity, col_parity)
+            for row_parity in (0, 1)
+            for col_parity in (0, 1)
+        )
+        return _YuvLayers(
+            backdrop=backdrop,
+            luma_opaque=np.ascontiguousarray(opaque),
+            luma_keep=np.ascontiguousarray(self._rim_keep[:, 0]),
+            covered=covered,
+            alpha=alpha,
+            chroma=chroma,
+        )
+
+    def _chroma_layout(self, alpha: F32, row_parity: int, col_parity: int) -> _ChromaLayout:
+        """Lay out the chroma sprite for heads whose top row and left column have these parities."""
+        rows, cols = alpha.shape
+        # Pad so the sprite starts on an even frame row and column and ends on an odd one, plus
+        # the filter's reach: a chroma row reads its pair of luma rows and one either side, so
+        # with three more zero rows above the first output row is the one that just touches it.
+        even_rows = rows + row_parity + (rows + row_parity) % 2
+        even_cols = cols + col_parity + (cols + col_parity) % 2
+        pad = (
+            (3 + row_parity, even_rows + 3 - rows - row_parity),
+            (col_parity, even_cols - cols - col_parity),
+        )
+        coverage = _subsample(np.pad(alpha, pad))
+        used_rows = np.flatnonzero(coverage.any(axis=1))
+        used_cols = np.flatnonzero(coverage.any(axis=0))
+        first_row, last_row = int(used_rows[0]), int(used_rows[-1]) + 1
+        first_col, last_col = int(used_cols[0]), int(used_cols[-1]) + 1
+        # A head touching the top or bottom edge of a tiny frame could reach one chroma row past
+        # it; that row is cut, losing an eighth of the edge row's blend (never at real sizes).
+        tops = [
+            self._head_top + dy
+            for dy in range(-self._max_dy, self._max_dy + 1)
+            if (self._head_top + dy) % 2 == row_parity
+        ]
+        if tops:
+            lowest = (min(tops) - row_parity) // 2 - 1
+            highest = (max(tops) - row_parity) // 2 - 1
+            first_row = max(first_row, -lowest)
+            last_row = min(last_row, self._height // 2 - highest)
+        window = (slice(first_row, last_row), slice(first_col, last_col))
+        coverage = coverage[window]
+        opaque = coverage >= np.float32(1.0 - 1.0 / 512)
+        rim_rows, rim_cols = np.nonzero(~opaque & (coverage > 0.0))
+        return _ChromaLayout(
+            pad=pad,
+            window=window,
+            row_offset=first_row - 1,
+            col_offset=first_col,
+            opaque=np.stack([opaque, opaque]),
+            rim_rows=rim_rows,
+            rim_cols=rim_cols,
+            rim_keep=(np.float32(1.0) - coverage[rim_rows, rim_cols]).astype(np.float32),
+        )
+
+    def _draw_yuv_variant(self, eyes: int, mouth: int) -> _YuvHead:
+        """The head variant as premultiplied Y, U and V sprites, one chroma one per parity."""
+        layers = self._yuv_layers
+        # Drawn afresh rather than through ``_variants``: a YUV-only renderer keeps no RGB heads.
+        rgb = self._draw_variant(eyes, mouth).astype(np.float32)
+        rgb *= layers.covered[..., None]
+        planes = _premultiplied_yuv(rgb, layers.alpha)
+        luma_rim = planes[0][self._rim_rows, self._rim_cols] + np.float32(0.5)
+        chroma: list[U8] = []
+        chroma_rim: list[F32] = []
+        for layout in layers.chroma:
+            sprite = layout.sprite(planes[1:])
+            chroma.append(_to_pixels(sprite))
+            chroma_rim.append(sprite[:, layout.rim_rows, layout.rim_cols] + np.float32(0.5))
+        return _YuvHead(_to_pixels(planes[0]), luma_rim, tuple(chroma), tuple(chroma_rim))
 
     # -- moving features ---------------------------------------------------------------------
 

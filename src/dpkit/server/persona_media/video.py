@@ -1,8 +1,9 @@
 """The Digital Person's video: the animated face as an aiortc video track.
 
 Frames go out as YUV 4:2:0, the layout the VP8 and H.264 encoders want; handing them RGB would
-make the encoder convert every frame. The conversion result is cached in the renderer next to the
-pose, so a repeated pose costs one copy into a fresh ``av.VideoFrame``.
+make the encoder convert every frame. The renderer composes its frames straight in yuv420p
+(:meth:`FaceRenderer.render_yuv`) and caches them by pose, so a new pose costs a composition and
+a repeated one a copy into a fresh ``av.VideoFrame``; no frame is converted from RGB.
 
 A fresh frame per ``recv()`` matters: aiortc encodes in a worker thread, sets ``pict_type`` on
 the frame to force keyframes, and PyAV's encoder rewrites the frame's ``pts`` and ``time_base``
@@ -33,8 +34,10 @@ MAX_FPS = 60.0
 class Yuv420pConverter:
     """Converts RGB frames to PyAV's packed YUV 4:2:0 array (``height * 3 / 2`` rows).
 
+    The track does not use it (the renderer composes yuv420p itself); it is the swscale
+    reference those frames are tested and benchmarked against, and serves anyone holding RGB.
     It keeps its own swscale context: ``VideoFrame.reformat`` builds a new one for every new
-    frame, which doubles the cost. All instances compare equal, so tracks sharing a renderer
+    frame, which doubles the cost. All instances compare equal, so users sharing a renderer
     share its cache of converted frames while each converts with its own context.
     """
 
@@ -91,7 +94,6 @@ class PersonaVideoTrack(MediaStreamTrack):
         self._renderer = renderer
         self._mouth = mouth
         self._clock = clock
-        self._convert = Yuv420pConverter()
 
     @property
     def width(self) -> int:
@@ -120,7 +122,7 @@ class PersonaVideoTrack(MediaStreamTrack):
         pts, time_base = await self._clock.next_timestamp()
         mouth_open = self._mouth() if self._mouth is not None else 0.0
         pose = self._renderer.pose(pts / VIDEO_CLOCK_RATE, mouth_open)
-        pixels = self._renderer.render_pose(pose, self._convert)
+        pixels = self._renderer.render_yuv(pose)
         frame = av.VideoFrame.from_ndarray(pixels, format="yuv420p")
         frame.pts = pts
         frame.time_base = time_base
