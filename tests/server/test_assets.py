@@ -13,8 +13,8 @@ from aiohttp import web
 from dpkit import Scene
 from dpkit.errors import AssetsFailed
 from dpkit.protocol.messages import DpkitEvent, Frame
-from dpkit.server import DpkitServer, PersonaSettings
-from dpkit.server.assets import BUILTIN_BUNDLE, MANIFEST, MANIFESTS, write_manifest
+from dpkit.server import DpkitServer, PersonaSettings, assets
+from dpkit.server.assets import BUILTIN_BUNDLE, MANIFEST, MANIFESTS, AssetCache, write_manifest
 from tests.support import ServerFactory, serving
 
 
@@ -129,3 +129,26 @@ def test_the_built_in_manifest_matches_its_files(tmp_path: Path) -> None:
     shutil.copytree(BUILTIN_BUNDLE, copy)
     written = write_manifest(copy, "Ava", "1")
     assert json.loads((BUILTIN_BUNDLE / MANIFEST).read_text()) == written
+
+
+async def test_a_directory_manifest_is_read_again_only_once_it_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unchanged directory manifest is not read again at each connect; a changed one is."""
+    folder = tmp_path / "bundle"
+    shutil.copytree(BUILTIN_BUNDLE, folder)
+    reads: list[str] = []
+    read_capped = assets._read_capped
+
+    async def counted(directory: str, name: str, limit: int) -> bytes:
+        reads.append(name)
+        return await read_capped(directory, name, limit)
+
+    monkeypatch.setattr(assets, "_read_capped", counted)
+    cache = AssetCache(tmp_path / "cache")
+    first = await cache.fetch(str(folder))
+    again = await cache.fetch(str(folder))
+    assert (first.version, again.version, reads) == ("1", "1", [MANIFEST])
+    write_manifest(folder, "Ava", "2 (a longer version)")
+    changed = await cache.fetch(str(folder))
+    assert (changed.version, reads) == ("2 (a longer version)", [MANIFEST, MANIFEST])

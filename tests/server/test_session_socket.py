@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import aiohttp
+import pytest
 
 from dpkit import Scene
 from dpkit.protocol.messages import (
@@ -19,7 +21,7 @@ from dpkit.protocol.messages import (
 )
 from dpkit.server import DpkitServer
 from tests.raw_client import RawClient, raw_client, token_for
-from tests.support import ServerFactory
+from tests.support import ServerFactory, until
 
 
 async def test_session_frames_come_in_the_protocol_order(server: DpkitServer) -> None:
@@ -251,3 +253,25 @@ async def test_browser_events_are_taken_without_complaint(start_server: ServerFa
         assert reply.transaction == "s_1"
         session = next(iter(server.state.live))
         assert session.info.events == ["keepAlive", "ui", "videoBounds"]
+
+
+async def test_the_server_times_each_offer_until_accepted_and_logs_it(
+    server: DpkitServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """offer -> accepted is measured on the server and named in the session's 'connected' line."""
+    caplog.set_level(logging.INFO, logger="dpkit.server")
+    async with raw_client(server) as client:
+        assert isinstance(await client.receive(), Established)
+        await client.offer()
+        accepted, answer = await client.receive(), await client.receive()
+        assert isinstance(accepted, Accepted)
+        assert isinstance(answer, Answer)
+        seconds = server.state.sessions[accepted.session_id].info.offer_to_accepted_s
+        assert seconds is not None
+        assert seconds > 0
+        await client.answer(answer.sdp)
+        assert isinstance(await client.receive(), Connected)
+        await until(lambda: "offer answered in" in caplog.text)
+    answered = f"offer answered in {seconds * 1000:.1f} ms"
+    line = f"session {accepted.session_id}: connected (Ava #0, from 127.0.0.1; {answered})"
+    assert line in caplog.text

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import av
 
 from dpkit.client.devices import DeviceError
-from dpkit.media.capture import device_error, load_portaudio
+from dpkit.media.capture import audio_scan, device_error, load_portaudio
 
 logger = logging.getLogger("dpkit.client")
 
@@ -24,12 +25,49 @@ SAMPLE_RATE = 48000
 
 
 def has_output_device(device: str | int | None = None) -> bool:
-    """Whether PortAudio has this (or a default) output device to play on."""
+    """Whether PortAudio has this (or a default) output device to play on.
+
+    The first call in a process loads PortAudio (tens of milliseconds: call it from a worker
+    thread); the answer is kept until PortAudio rescans (:func:`known_output_device`).
+    """
+    known = known_output_device(device)
+    if known is not None:
+        return known
     try:
         load_portaudio().query_devices(device, kind="output")
     except Exception:  # no PortAudio, no device, or no default: nothing to play on
-        return False
-    return True
+        present = False
+    else:
+        present = True
+    key = _probe_key(device)
+    if key is not None:
+        _Probes.answers[key] = present
+    return present
+
+
+def known_output_device(device: str | int | None = None) -> bool | None:
+    """:func:`has_output_device`'s answer if this process already has it, else None.
+
+    PortAudio lists the devices once when it starts (and again at each
+    :func:`~dpkit.media.capture.rescan_audio`), so an answer read from that list holds until
+    then: each Scene need not probe again (a probe is a hop to a worker thread, which costs a
+    connect milliseconds while other threads hold the GIL).
+    """
+    key = _probe_key(device)
+    return None if key is None else _Probes.answers.get(key)
+
+
+class _Probes:
+    """The answers :func:`has_output_device` gave, per PortAudio instance, scan and device."""
+
+    answers: ClassVar[dict[tuple[int, int, str | int | None], bool]] = {}
+
+
+def _probe_key(device: str | int | None) -> tuple[int, int, str | int | None] | None:
+    sounddevice = sys.modules.get("sounddevice")
+    if sounddevice is None:
+        return None  # not loaded (or made unloadable): nothing is known yet
+    return id(sounddevice), audio_scan(), device
 
 
 class PersonaPlayback:

@@ -68,7 +68,7 @@ from dpkit.client.frames import (
 from dpkit.client.history import ConnectionAttempt, ConnectionResult
 from dpkit.client.options import DEFAULT_REQUESTED, DEFAULT_REQUIRED, MediaDevices, RetryOptions
 from dpkit.client.persistence import FileSessionStore, SessionStore, StoredSession
-from dpkit.client.playback import PersonaPlayback, has_output_device
+from dpkit.client.playback import PersonaPlayback, has_output_device, known_output_device
 from dpkit.client.reach import check_url
 from dpkit.errors import (
     ConfigurationError,
@@ -475,6 +475,16 @@ class Scene:
         user_text: str | None,
     ) -> str:
         self._origin = origin_of(server_uri or _auth_server(self._api_key))
+        # Whether there is a speaker to play the persona on is not needed to reach Connected:
+        # known in this process already, or found out in a worker thread meanwhile.
+        speaker = self.play_audio
+        probe: asyncio.Task[bool] | None = None
+        if speaker is None:
+            speaker = known_output_device(self._output_device)
+            if speaker is None:
+                probe = self._tasks.spawn(
+                    asyncio.to_thread(has_output_device, self._output_device), "output-probe"
+                )
         self._media = await acquire_user_media(
             self.requested_media_devices, self.required_media_devices, self._consented_devices()
         )
@@ -511,7 +521,7 @@ class Scene:
         self._video_started_sent = False
         await self._send_video_started()
         if self.play_audio is None:
-            self.play_audio = await asyncio.to_thread(has_output_device, self._output_device)
+            self.play_audio = speaker if probe is None else await probe
         if self.play_audio:
             self.playback = PersonaPlayback(
                 self.audio_frames(), self.is_persona_muted, self._output_device

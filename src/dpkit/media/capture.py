@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import av
 import av.container
@@ -296,6 +296,18 @@ def load_portaudio() -> Any:
     return sounddevice
 
 
+class _Scans:
+    """How many times this process restarted PortAudio (PortAudio itself is process-wide)."""
+
+    count: ClassVar[int] = 0
+
+
+def audio_scan() -> int:
+    """Which device list PortAudio has: it changes only at :func:`rescan_audio`, so an answer
+    read from one list (is there an output device?) holds until this number changes."""
+    return _Scans.count
+
+
 def rescan_audio() -> None:
     """Restart PortAudio so it sees devices (or a sound server) that appeared since it started.
 
@@ -305,6 +317,7 @@ def rescan_audio() -> None:
     sounddevice = sys.modules.get("sounddevice")
     if sounddevice is None:
         return  # not started yet: it will scan when first loaded
+    _Scans.count += 1
     if getattr(sounddevice, "_initialized", 1) > 0:  # a failed restart leaves it stopped
         sounddevice._terminate()
     sounddevice._initialize()

@@ -214,6 +214,9 @@ class AssetCache:
         # One lock per digest (as many as the verified set), so that two sessions fetching the
         # same file neither download it twice nor delete the copy the other just verified.
         self._locks: dict[str, asyncio.Lock] = {}
+        # Directory bundles' manifests as last read, with the file's identity then: read again
+        # only when it changed, so a connect does not hop to a worker thread to re-read it.
+        self._directory_manifests: dict[str, tuple[tuple[int, int, int], Manifest]] = {}
 
     def path(self, sha256: str) -> Path:
         if not SHA256_HEX.fullmatch(sha256):
@@ -224,9 +227,21 @@ class AssetCache:
         """Fetch and verify the bundle at ``source`` (a directory or an http(s) URL)."""
         if urlsplit(source).scheme in ("http", "https"):
             return await self._fetch_http(source, progress)
+        manifest = await self._directory_manifest(source)
+        return await self._fill(source, manifest, lambda name: _stream_file(source, name), progress)
+
+    async def _directory_manifest(self, source: str) -> Manifest:
+        """A directory bundle's manifest: the one read before if the file is unchanged since."""
+        before = _identity(Path(source) / MANIFEST)
+        kept = self._directory_manifests.get(source)
+        if kept is not None and before is not None and kept[0] == before:
+            return kept[1]
         raw = await _read_capped(source, MANIFEST, self.max_manifest_bytes)
         manifest = parse_manifest(source, decode_manifest(source, raw), self.max_asset_bytes)
-        return await self._fill(source, manifest, lambda name: _stream_file(source, name), progress)
+        # Kept only if the file did not change while it was read.
+        if before is not None and _identity(Path(source) / MANIFEST) == before:
+            self._directory_manifests[source] = (before, manifest)
+        return manifest
 
     async def _fetch_http(self, source: str, progress: ProgressCallback | None) -> Bundle:
         reader = _HttpReader(source, self.request_timeout_s)
@@ -368,6 +383,15 @@ def _hash_file(path: Path) -> str | None:
     except OSError:
         return None
     return digest.hexdigest()
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """What tells a file's versions apart (one ``stat``, as quick as the cache's own checks)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
 
 
 async def _read_capped(directory: str, name: str, limit: int) -> bytes:

@@ -122,6 +122,8 @@ class SessionInfo:
     #: The id (``jti``) of the session token the socket opened with, not the token itself.
     token_id: str = ""
     events: list[str] = field(default_factory=list)
+    #: Seconds from the offer frame's arrival to ``accepted`` sent (``perf_counter``), once sent.
+    offer_to_accepted_s: float | None = None
 
 
 class SignallingSession:
@@ -168,6 +170,9 @@ class SignallingSession:
         persona = state.settings.persona
         self._idle = IdleTimer(persona.idle_timeout_s, persona.idle_warning_s)
         self._shown: str | None = None
+        # When the frame being handled arrived, and when the offer being answered did.
+        self._frame_at = 0.0
+        self._offer_at: float | None = None
         self._journal.opened(
             self.info.socket_id,
             key_id=key_id,
@@ -246,6 +251,7 @@ class SignallingSession:
         too_big = False
         async for message in self._ws:
             if message.type is WSMsgType.TEXT or message.type is WSMsgType.BINARY:
+                self._frame_at = time.perf_counter()
                 actions = self._machine.receive_text(message.data)
                 await self._or_close(self._execute(actions), "handling a client frame")
             elif message.type is WSMsgType.ERROR:
@@ -367,6 +373,7 @@ class SignallingSession:
         elif isinstance(action, CloseSocket):
             await self._ws.close()
         elif isinstance(action, StartSession):
+            self._offer_at = self._frame_at
             # Its own task: the reader goes on, so a client that leaves while the assets load
             # is seen at once and the load is cancelled with the session.
             self._tasks.spawn(self._or_close(self._start(action), "answering the offer"), "start")
@@ -389,9 +396,19 @@ class SignallingSession:
             return
         try:
             await self._ws.send_str(serialize_frame(action.frame))
+            if isinstance(action.frame, Accepted) and self._offer_at is not None:
+                self._answered_offer(time.perf_counter() - self._offer_at)
         except ConnectionError:
             # The client went away mid-send; the reader sees the end and releases the session.
             logger.debug("socket %s: could not send %r", self.info.socket_id, action.frame)
+
+    def _answered_offer(self, seconds: float) -> None:
+        """The server's cost of an offer, from its frame's arrival to ``accepted`` sent."""
+        self._offer_at = None
+        self.info.offer_to_accepted_s = seconds
+        logger.debug(
+            "session %s: offer to accepted in %.1f ms", self.info.session_id, seconds * 1000
+        )
 
     async def _start(self, action: StartSession) -> None:
         """Load the persona's assets and answer the offer; then watch the transport."""
@@ -542,11 +559,13 @@ class SignallingSession:
         persona = self._state.settings.persona
         if persona.greet_at_start and self._talk is not None:
             self._talk.start_greeting(persona.greet_wait_s)
+        answered = self.info.offer_to_accepted_s
         logger.info(
-            "session %s: connected (%s, from %s)",
+            "session %s: connected (%s, from %s; offer answered in %s ms)",
             self.session_id,
             self._person_label(),
             self.client_address or "?",
+            "?" if answered is None else f"{answered * 1000:.1f}",
         )
         await peer.wait_closed_or_failed()
         # The Web SDK closes its peer connection just before it sends close {normal}: give that
