@@ -103,8 +103,10 @@ async def test_client_receives_persona_video_of_the_configured_size_and_audio(
             if len(samples) == 25:
                 break
         assert sizes == [(320, 240)] * 5
+        # Room tone (-45 dBFS) and the start of the greeting (eSpeak's speech peaks near -15):
+        # sound, neither silence nor clipping.
         level = rms_dbfs(np.concatenate(samples[5:]))
-        assert -70 < level < -20
+        assert -70 < level < -10
     finally:
         await scene.disconnect()
 

@@ -18,6 +18,7 @@ from dataclasses import asdict
 
 from aiohttp import web
 
+from dpkit.server.media_metrics import render_media_metrics
 from dpkit.server.state import STATE, ServerState
 
 logger = logging.getLogger("dpkit.server.admin")
@@ -148,7 +149,12 @@ async def metrics(request: web.Request) -> web.Response:
             for limit in state.refusals
         ),
     ]
-    body = state.metrics.render() + "\n".join(lines) + "\n"
+    body = (
+        state.metrics.render()
+        + "\n".join(lines)
+        + "\n"
+        + render_media_metrics(state.pool.broadcast.stats())
+    )
     return web.Response(text=body, content_type="text/plain", charset="utf-8")
 
 

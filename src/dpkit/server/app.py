@@ -115,6 +115,7 @@ def create_app(settings: Settings) -> web.Application:
         # Normally a no-op by now: on_shutdown below already ended the sessions.
         await shutdown(state)
         await state.detached.close()
+        await state.pool.close()
         await state.webhooks.close()
         await state.web_sdk.close()
         state.journal.close()

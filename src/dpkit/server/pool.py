@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dpkit.server.assets import Bundle
+from dpkit.server.persona_media.broadcast import PersonaBroadcast
 from dpkit.server.persona_media.face import FaceRenderer
 from dpkit.server.settings import PersonaSettings
 
@@ -34,6 +35,8 @@ class DigitalPerson:
     index: int
     persona: PersonaSettings
     renderer: FaceRenderer
+    #: The look's shared timeline: idle frames and room tone encoded once for every session.
+    broadcast: PersonaBroadcast = field(repr=False)
     holder: object | None = field(default=None, repr=False)
     #: The API key of the session holding it (the queue is fair between keys).
     key: str = ""
@@ -74,13 +77,21 @@ class DigitalPersonPool:
         max_queue: int = 16,
         max_wait_s: float = 120.0,
     ) -> None:
-        # One renderer for all: every face is drawn alike, so its frame cache is shared.
+        # One renderer for all: every face is drawn alike, so its frame cache is shared, and
+        # one broadcast, so the idle face and the room tone are encoded once for all.
         renderer = FaceRenderer(persona.video_width, persona.video_height)
-        self._people = [DigitalPerson(i, persona, renderer) for i in range(capacity)]
+        self.broadcast = PersonaBroadcast(renderer, persona.video_fps, renderer.render_yuv)
+        self._people = [
+            DigitalPerson(i, persona, renderer, self.broadcast) for i in range(capacity)
+        ]
         self._waiters: deque[_Waiter] = deque()
         self.max_queue = max_queue
         self.max_wait_s = max_wait_s
         self._mean_session_s = INITIAL_SESSION_S
+
+    async def close(self) -> None:
+        """Stop the shared media timeline and its encoding threads. Idempotent."""
+        await self.broadcast.close()
 
     @property
     def capacity(self) -> int:

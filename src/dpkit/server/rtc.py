@@ -28,7 +28,8 @@ from dpkit.media.levels import audio_frame_to_mono, rms_dbfs
 from dpkit.protocol.actions import AddRemoteCandidate
 from dpkit.rtc import ice_addresses
 from dpkit.server.persona_media.audio import PersonaAudioTrack
-from dpkit.server.persona_media.video import PersonaVideoTrack
+from dpkit.server.persona_media.encoders import OPUS, VIDEO_CODECS
+from dpkit.server.persona_media.shared_tracks import SharedAudioTrack, SharedVideoTrack
 from dpkit.server.pool import DigitalPerson
 from dpkit.server.speech import PersonaSpeaker
 from dpkit.tasks import TaskOwner
@@ -54,15 +55,11 @@ class PersonaPeer:
         # An empty list, never None: given None, aiortc asks Google's STUN server, which nobody
         # configured, and an answer cut short leaves that lookup's failure unretrieved.
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
-        persona = person.persona
-        self.video = PersonaVideoTrack(
-            persona.video_width,
-            persona.video_height,
-            persona.video_fps,
-            renderer=person.renderer,
-            mouth=speaker.mouth if speaker is not None else None,
-        )
-        self.audio = PersonaAudioTrack(speaker.audio_source if speaker is not None else None)
+        self._person = person
+        self._speaker = speaker
+        #: The persona's tracks, made once the offer says which codecs they are sent in.
+        self.video: SharedVideoTrack | None = None
+        self.audio: SharedAudioTrack | PersonaAudioTrack | None = None
         #: The user's microphone level, dBFS, over the last half second (None: no audio yet).
         self.user_audio_dbfs: float | None = None
         self._levels: deque[float] = deque(maxlen=25)
@@ -95,8 +92,7 @@ class PersonaPeer:
         try:
             with ice_addresses(self._addresses):
                 await self._pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-                self._pc.addTrack(self.audio)
-                self._pc.addTrack(self.video)
+                self._add_persona_tracks()
                 await self._pc.setLocalDescription(await self._pc.createAnswer())
         except Exception as exc:
             raise ProtocolError(
@@ -105,6 +101,37 @@ class PersonaPeer:
         description = self._pc.localDescription
         assert description is not None
         return str(description.sdp)
+
+    def _add_persona_tracks(self) -> None:
+        """The persona's audio and video, on the codecs the offer negotiated.
+
+        Video always comes from the look's shared broadcast (aiortc negotiates only VP8 and
+        H.264, both of which it encodes). Audio does too when it is Opus; for a client that
+        offers only G.711 a per-session track is encoded by aiortc, as before.
+        """
+        broadcast = self._person.broadcast
+        speaker = self._speaker
+        codecs = _negotiated_codecs(self._pc)
+        audio_codec = codecs.get("audio")
+        if audio_codec is None or audio_codec.lower() == OPUS.lower():
+            self.audio = SharedAudioTrack(
+                broadcast, speaker.audio_source if speaker is not None else None
+            )
+        else:
+            self.audio = PersonaAudioTrack(speaker.audio_source if speaker is not None else None)
+        self.video = SharedVideoTrack(
+            broadcast,
+            mouth=speaker.mouth if speaker is not None else None,
+            speaking=(lambda: speaker.speaking) if speaker is not None else None,
+        )
+        video_codec = codecs.get("video")
+        if video_codec in VIDEO_CODECS:
+            self.video.codec = video_codec
+        self._pc.addTrack(self.audio)
+        video_sender = self._pc.addTrack(self.video)
+        # aiortc's sender asks its own encoder for a keyframe on a PLI or FIR, but packets
+        # from a track are not encoded by it: the request goes to the track instead.
+        video_sender._send_keyframe = self.video.request_keyframe  # type: ignore[method-assign]
 
     async def add_candidate(self, action: AddRemoteCandidate) -> None:
         """Add a trickled, checked candidate; the end of candidates needs nothing from aiortc."""
@@ -175,5 +202,23 @@ class PersonaPeer:
             await asyncio.wait([self._answering])
         await self._tasks.close()
         await self._pc.close()
-        self.video.stop()
-        self.audio.stop()
+        for track in (self.video, self.audio):
+            if track is not None:
+                track.stop()
+
+
+def _negotiated_codecs(pc: RTCPeerConnection) -> dict[str, str]:
+    """The first codec (MIME type) negotiated for each kind, from the remote offer just set.
+
+    aiortc keeps the result of its negotiation on the transceiver (``_codecs``, in the order
+    the answer lists them; the first is the one sent); this reads it at that boundary.
+    """
+    found: dict[str, str] = {}
+    for transceiver in pc.getTransceivers():
+        codecs = getattr(transceiver, "_codecs", None) or []
+        for codec in codecs:
+            mime = str(codec.mimeType)
+            if not mime.lower().endswith("/rtx"):
+                found.setdefault(transceiver.kind, mime)
+                break
+    return found
