@@ -55,12 +55,13 @@ async def broadcast() -> AsyncIterator[PersonaBroadcast]:
 async def _frames(sub: VideoSubscription, count: int) -> list[list[Packet]]:
     """The next ``count`` frames' packets (a frame's packets share a pts)."""
     frames: list[list[Packet]] = []
-    while len(frames) < count:
-        packet = await asyncio.wait_for(sub.outbox.get(), 5)
-        if frames and frames[-1][0].pts == packet.pts:
-            frames[-1].append(packet)
-        else:
-            frames.append([packet])
+    async with asyncio.timeout(5):
+        while len(frames) < count:
+            packet = await sub.outbox.get()
+            if frames and frames[-1][0].pts == packet.pts:
+                frames[-1].append(packet)
+            else:
+                frames.append([packet])
     return frames
 
 
@@ -299,7 +300,8 @@ class Speech:
 
 
 async def _audio(sub: AudioSubscription, count: int) -> list[Packet]:
-    return [await asyncio.wait_for(sub.outbox.get(), 5) for _ in range(count)]
+    async with asyncio.timeout(5):
+        return [await sub.outbox.get() for _ in range(count)]
 
 
 def _decoded_dbfs(packets: list[Packet]) -> list[float]:
@@ -326,8 +328,9 @@ async def test_quiet_sessions_share_room_tone_and_a_speaking_one_has_its_own_opu
     assert talker.frames[SHARED] >= 10
     assert 24 <= talker.frames[OWN] <= 27
     assert quiet.frames[OWN] == 0
-    stats = broadcast.stats()
-    assert stats.shared_audio_frames == quiet.frames[SHARED]
+    # The room tone is a 4 s loop: its 200 frames are encoded once, then only stamped.
+    assert broadcast.stats().shared_audio_frames == 200
+    assert quiet.frames[SHARED] >= 50
     pts = [packet.pts for packet in first + spoken]
     assert pts == [960 * i for i in range(len(pts))]
     levels = _decoded_dbfs(first + spoken)

@@ -16,10 +16,10 @@ mouth, so it switches to an encoder of its own for as long as it needs one, and 
   at most every :data:`MIN_SHARED_KEYFRAME_GAP_S` however many sessions ask, and at least every
   :data:`~dpkit.server.persona_media.encoders.KEYFRAME_INTERVAL_S`.
 
-Audio works the same way without keyframes (Opus packets stand alone): room tone is encoded once
-every 20 ms for every session that is quiet, and a speaking session's voice (mixed with the
-tone, as :class:`~dpkit.server.persona_media.audio.PersonaAudioTrack` does) goes through its own
-Opus encoder, packet by packet.
+Audio works the same way without keyframes (Opus packets stand alone): the room tone is a loop,
+encoded once, whose packets go to every session that is quiet; a speaking session's voice (its
+last frame topped up with the tone, as :class:`~dpkit.server.persona_media.audio.PersonaAudioTrack`
+does) goes through its own Opus encoder, packet by packet.
 
 All sessions of a look share its timeline, so a packet's ``pts`` is the same whichever encoder
 made it, and the RTP timestamps aiortc derives from it run on without a jump at a switch.
@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+import av
 import numpy as np
 import numpy.typing as npt
 from aiortc.mediastreams import MediaStreamError
@@ -49,6 +50,7 @@ from dpkit.server.persona_media.audio import room_tone
 from dpkit.server.persona_media.encoders import (
     AUDIO_FRAME_SAMPLES,
     AUDIO_SAMPLE_RATE,
+    AUDIO_TIME_BASE,
     KEYFRAME_INTERVAL_S,
     VIDEO_CLOCK_RATE,
     VIDEO_CODECS,
@@ -236,7 +238,8 @@ class PersonaBroadcast:
         self._video: list[VideoSubscription] = []
         self._audio: list[AudioSubscription] = []
         self._shared_video: dict[str, _SharedVideo] = {}
-        self._shared_audio: AudioEncoder | None = None
+        #: The room tone loop's Opus payloads, frame by frame, once encoded.
+        self._tone_packets: list[bytes] | None = None
         self._video_task: asyncio.Task[None] | None = None
         self._audio_task: asyncio.Task[None] | None = None
         self._tone = room_tone()
@@ -410,9 +413,29 @@ class PersonaBroadcast:
                 if not self._audio:
                     break
                 await self._audio_slot(pts)
+                # A slot of cached packets awaits nothing: let the senders run before the next.
+                await asyncio.sleep(0)
         finally:
             self._audio_task = None
-            self._shared_audio = None
+
+    async def _room_tone_packet(self, pts: int) -> Packet:
+        """The shared room tone's packet at ``pts``.
+
+        The tone is a loop of whole 20 ms frames, so its Opus packets are encoded once (the
+        first time anyone is quiet: 200 frames, a few tens of milliseconds in a worker thread)
+        and then only stamped: quiet sessions cost no encoding at all.
+        """
+        if self._tone_packets is None:
+            loop = asyncio.get_running_loop()
+            self._tone_packets = await loop.run_in_executor(
+                self._executor, _encode_loop, self._tone
+            )
+            self._counts["shared_audio"] += len(self._tone_packets)
+        payload = self._tone_packets[(pts % self._tone.size) // AUDIO_FRAME_SAMPLES]
+        packet = av.Packet(payload)
+        packet.pts = pts
+        packet.time_base = AUDIO_TIME_BASE
+        return packet
 
     async def _audio_slot(self, pts: int) -> None:
         """Encode and hand out 20 ms of audio for every audio subscription at ``pts``."""
@@ -437,20 +460,14 @@ class PersonaBroadcast:
             if speech.size < AUDIO_FRAME_SAMPLES:
                 speech = np.concatenate((speech, tone[speech.size :]))
             jobs.append(_AudioJob(sub.own, speech, pts, sub))
-        if quiet:
-            if self._shared_audio is None:
-                self._shared_audio = AudioEncoder()
-            jobs.append(_AudioJob(self._shared_audio, tone, pts))
-        await self._encode(jobs)
         shared: list[Packet] = []
+        if quiet:
+            shared = [await self._room_tone_packet(pts)]
+        await self._encode(jobs)
         own: dict[int, list[Packet]] = {}
         for job in jobs:
-            if job.owner is None:
-                shared = job.packets
-                self._counts["shared_audio"] += 1
-            else:
-                own[id(job.owner)] = job.packets
-                self._counts["own_audio"] += 1
+            own[id(job.owner)] = job.packets
+            self._counts["own_audio"] += 1
         for sub in subscriptions:
             if sub.outbox.closed:
                 continue
@@ -458,6 +475,16 @@ class PersonaBroadcast:
                 sub._deliver(OWN, own[id(sub)])
             elif shared:
                 sub._deliver(SHARED, shared)
+
+
+def _encode_loop(tone: npt.NDArray[np.int16]) -> list[bytes]:
+    """A loop of samples (whole 20 ms frames) as one Opus payload per frame."""
+    encoder = AudioEncoder()
+    payloads = []
+    for start in range(0, tone.size, AUDIO_FRAME_SAMPLES):
+        packets = encoder.encode(tone[start : start + AUDIO_FRAME_SAMPLES], start)
+        payloads.append(b"".join(bytes(packet) for packet in packets))
+    return payloads
 
 
 def _mouth(sub: VideoSubscription) -> float:
