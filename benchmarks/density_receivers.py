@@ -6,14 +6,33 @@ pipe: connect more sessions, start or stop their persona speaking, take a mark (
 stop. Every command carries an id and is carried out in a task of its own, so a slow one (a
 speech waiting to start) never delays a mark.
 
-A receiver counts frames from RTP headers (:class:`RtpCounter`) instead of decoding them. aiortc
-decodes every received frame in a thread of the receiving process, which on a small machine costs
-more than the server's encoding; :class:`RtpTap` is the one place that changes aiortc for this:
-it replaces ``RTCRtpReceiver._handle_rtp_packet`` in the receiver process (see
-:meth:`RtpTap.install`) so that each persona packet is counted, and a light session's packet then
-dropped before the jitter buffer and the decoder. A receiver process started with ``decode``
-set instead hands every packet on to aiortc as well, decodes it and checks each picture
-(:func:`check_picture`), so the RTP counts can be compared with real decoding.
+Both kinds of receiver count the persona's frames from RTP headers (:class:`RtpCounter`: frames
+from timestamps and marker bits, loss from sequence gaps, per stream); they differ in where.
+
+* A light receiver (most sessions) counts at the socket. aiortc's Python receive path costs
+  about as much per session as the server's own work: for each of a session's ~65 packets a
+  second (50 audio, 15 video) aioice parses the datagram as STUN and queues it, the DTLS
+  transport's loop takes it, SRTP decrypts it, ``RtpPacket.parse`` parses it and the receiver
+  does its REMB and statistics bookkeeping (0.009-0.013 CPU-s per session-second measured, with
+  the packets dropped before the jitter buffer). SRTP leaves the RTP header in clear, so
+  :class:`DatagramTap` reads the 12 header bytes of each datagram where aioice receives it
+  (:func:`rtp_header`), counts it for its stream (the payload types of the server's answer,
+  :func:`payload_kinds`) and drops it there; STUN (consent freshness), DTLS and RTCP go the
+  normal way, so ICE and DTLS stay up. aiortc never sees a light session's RTP, so it sends no
+  REMB, receiver reports, NACKs or PLIs for it: the server's shared encoder does not depend on
+  a session's REMB, and a loss is counted, not repaired. The header check itself costs about
+  1.5 us a packet; what a light session still costs (0.004-0.005 CPU-s per session-second
+  measured at 40 and 100 sessions, against the server's 0.006-0.008) is asyncio reading each
+  datagram, aiortc's RTCP and the consent checks, and the polling of its two idle senders
+  (aiortc wakes a sender that has no track every 20 ms, about 0.0007 CPU-s per
+  session-second; the client's transceivers are ``sendrecv``).
+* The decoding receiver (``decode`` set; the ``--decode-sample`` sessions) stays fully aiortc:
+  :class:`RtpTap` counts each packet as aiortc's receiver gets it and hands it on, so the
+  persona's frames are decoded and each picture checked (:func:`check_picture`), and the RTP
+  counts can be compared with real decoding.
+
+Each tap is one patch of a third-party method, installed once per process (only the one its
+receivers need), and checks at install that the names it relies on exist.
 """
 
 from __future__ import annotations
@@ -23,20 +42,26 @@ import contextlib
 import math
 import resource
 import signal
+import struct
 import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NamedTuple
 
+import aioice
 import aiortc
 import av
 import numpy as np
 import numpy.typing as npt
+from aioice.ice import Connection as IceConnection
+from aioice.ice import StunProtocol
 from aiortc.mediastreams import MediaStreamTrack
-from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci
+from aiortc.rtcicetransport import RTCIceGatherer
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtp import RtpPacket
+from aiortc.sdp import SessionDescription
 
 from dpkit import Persona, Scene
 from dpkit.client.persistence import MemorySessionStore
@@ -179,102 +204,209 @@ class RtpCounter:
         )
 
 
-@dataclass
-class Route:
-    """Where one persona track's packets go: a counter, and on to aiortc's decoder or not."""
-
-    counter: RtpCounter
-    decode: bool
-
-
 PacketHandler = Callable[[RTCRtpReceiver, RtpPacket, int], Awaitable[None]]
-
-#: aiortc 1.16's private receiver state that :func:`_account_only` keeps up to date.
-_PRIVATE = "_RTCRtpReceiver__"
-_PRIVATE_NAMES = ("codecs", "remote_streams", "remote_bitrate_estimator", "rtcp_ssrc")
 
 
 class RtpTap:
-    """Counts the persona's RTP in this process, and keeps light sessions' packets from aiortc.
+    """Counts the persona's RTP of the decoding receiver's sessions, and hands it on to aiortc.
 
-    One per receiver process. Tracks are routed with :meth:`route` once their scene has
-    connected; packets of a track not routed yet (while it connects) are decoded if
-    :attr:`decode_unrouted` is set, else dropped uncounted.
+    Installed in the decoding receiver process only (light ones count at the socket instead,
+    :class:`DatagramTap`). Tracks are routed with :meth:`route` once their scene has connected;
+    every packet, routed or not, then goes on to aiortc's jitter buffer and decoder as usual.
     """
 
     def __init__(self) -> None:
-        self._routes: weakref.WeakKeyDictionary[MediaStreamTrack, Route] = (
+        self._routes: weakref.WeakKeyDictionary[MediaStreamTrack, RtpCounter] = (
             weakref.WeakKeyDictionary()
         )
-        self.decode_unrouted = True
         self._original: PacketHandler | None = None
 
-    def route(self, track: MediaStreamTrack, counter: RtpCounter, *, decode: bool) -> None:
-        self._routes[track] = Route(counter, decode)
+    def route(self, track: MediaStreamTrack, counter: RtpCounter) -> None:
+        self._routes[track] = counter
 
     def install(self) -> None:
-        """Replace ``RTCRtpReceiver._handle_rtp_packet`` in this process (the whole patch).
+        """Wrap ``RTCRtpReceiver._handle_rtp_packet`` in this process (the whole patch).
 
         aiortc's DTLS transport hands every decrypted RTP packet to its receiver's
-        ``_handle_rtp_packet``, which feeds the bitrate estimator (REMB), the RTCP statistics,
-        NACKs, the jitter buffer and then the decoder thread. The replacement counts the packet
-        for its track and, for a session that decodes, calls the original; for a light session
-        it only does what the sender relies on, REMB and the statistics that receiver reports
-        carry (aiortc's RTCP task still sends those), and drops the packet. Light sessions send
-        no NACKs or PLIs: a loss is counted, not repaired.
+        ``_handle_rtp_packet``; the wrapper counts the packet for its track, then calls the
+        original, so decoding, REMB, NACKs and receiver reports are aiortc's own.
         """
         if self._original is not None:
             return
-        names = RTCRtpReceiver.__init__.__code__.co_names
-        missing = [name for name in _PRIVATE_NAMES if _PRIVATE + name not in names]
-        if missing:
+        original: PacketHandler | None = getattr(RTCRtpReceiver, "_handle_rtp_packet", None)
+        if original is None:
             raise RuntimeError(
-                f"aiortc {aiortc.__version__}: RTCRtpReceiver no longer has "
-                f"{', '.join(missing)}; update benchmarks/density_receivers.py's RtpTap"
+                f"aiortc {aiortc.__version__}: RTCRtpReceiver has no _handle_rtp_packet; "
+                "update benchmarks/density_receivers.py's RtpTap"
             )
-        original: PacketHandler = RTCRtpReceiver._handle_rtp_packet
         self._original = original
         routes = self._routes
 
         async def handle(receiver: RTCRtpReceiver, packet: RtpPacket, arrival_time_ms: int) -> None:
-            route = routes.get(receiver.track)
-            if route is not None:
-                route.counter.add(
+            counter = routes.get(receiver.track)
+            if counter is not None:
+                counter.add(
                     packet.ssrc, packet.sequence_number, packet.timestamp, bool(packet.marker)
                 )
-            if route.decode if route is not None else self.decode_unrouted:
-                await original(receiver, packet, arrival_time_ms)
-            elif route is not None:
-                await _account_only(receiver, packet, arrival_time_ms)
+            await original(receiver, packet, arrival_time_ms)
 
         setattr(RTCRtpReceiver, "_handle_rtp_packet", handle)  # noqa: B010 (mypy: a method)
 
 
-async def _account_only(receiver: RTCRtpReceiver, packet: RtpPacket, arrival_time_ms: int) -> None:
-    """What aiortc's receiver does with a packet before reassembling it, REMB and statistics."""
-    if not getattr(receiver, "_enabled", True):
-        return
-    estimator = getattr(receiver, _PRIVATE + "remote_bitrate_estimator")
-    rtcp_ssrc = getattr(receiver, _PRIVATE + "rtcp_ssrc")
-    if estimator is not None and packet.extensions.abs_send_time is not None:
-        remb = estimator.add(
-            abs_send_time=packet.extensions.abs_send_time,
-            arrival_time_ms=arrival_time_ms,
-            payload_size=len(packet.payload) + packet.padding_size,
-            ssrc=packet.ssrc,
+# --- counting RTP at the socket (the light receivers) -----------------------------------------
+
+#: The fixed RTP header (RFC 3550 5.1): V/P/X/CC, M/PT, sequence number, timestamp, SSRC.
+RTP_HEADER = struct.Struct("!BBHII")
+
+
+class RtpHeader(NamedTuple):
+    """What :class:`RtpCounter` needs of one RTP packet, read from its clear-text header.
+
+    A named tuple, not a frozen dataclass: one is built per packet, and a tuple is cheaper.
+    """
+
+    payload_type: int
+    marker: bool
+    sequence: int
+    timestamp: int
+    ssrc: int
+
+
+def rtp_header(datagram: bytes) -> RtpHeader | None:
+    """The RTP header of a datagram off a WebRTC socket; None if it is not RTP.
+
+    One socket carries STUN, DTLS, RTP and RTCP; RFC 7983 tells them apart by the first byte:
+    0..3 STUN, 20..63 DTLS, 128..191 RTP or RTCP (version 2). RTCP's second byte is its packet
+    type, 192..223, where RTP has the marker bit and a payload type that RFC 5761 keeps out of
+    64..95. SRTP encrypts the payload only, so an SRTP packet's header reads as plain RTP.
+    """
+    if len(datagram) < RTP_HEADER.size:
+        return None
+    first, second, sequence, timestamp, ssrc = RTP_HEADER.unpack_from(datagram)
+    if first >> 6 != 2 or 192 <= second <= 223:
+        return None
+    return RtpHeader(second & 0x7F, second > 0x7F, sequence, timestamp, ssrc)
+
+
+def payload_kinds(sdp: str) -> dict[int, str]:
+    """Payload type -> ``"audio"`` or ``"video"``, from a session description's ``a=rtpmap``.
+
+    Raises ``ValueError`` if one payload type is negotiated for both kinds (then the payload
+    type alone could not tell a packet's stream).
+    """
+    kinds: dict[int, str] = {}
+    for media in SessionDescription.parse(sdp).media:
+        if media.kind not in ("audio", "video"):
+            continue
+        for codec in media.rtp.codecs:
+            pt = codec.payloadType
+            if pt is not None and kinds.setdefault(pt, media.kind) != media.kind:
+                raise ValueError(f"payload type {pt} is both audio and video")
+    return kinds
+
+
+DatagramHandler = Callable[[StunProtocol, bytes, tuple[Any, ...]], None]
+
+
+class DatagramTap:
+    """Counts RTP where aioice receives it, and drops it there: a light receiver's whole path.
+
+    One per light receiver process, where every session is a light one. aioice gives each
+    local UDP socket a ``StunProtocol`` whose ``datagram_received`` parses every datagram as
+    STUN and queues the rest for aiortc's DTLS transport, which decrypts SRTP, parses the RTP
+    and hands it to a receiver. :meth:`install` puts a header check in front of it: an RTP
+    datagram (:func:`rtp_header`) is counted for its session's stream, found by the socket's
+    ICE connection and the payload type the answer gave it (:meth:`route`), and dropped;
+    STUN (connectivity and consent checks), DTLS and RTCP go on as before, so the session's
+    ICE and DTLS stay up. RTP of a connection not routed yet (while it connects) is dropped
+    uncounted.
+
+    Since aiortc never sees a light session's RTP, it sends no REMB and no receiver reports
+    for it, and no NACKs or PLIs: a loss is counted, not repaired.
+    """
+
+    def __init__(self) -> None:
+        self._routes: weakref.WeakKeyDictionary[IceConnection, dict[int, RtpCounter]] = (
+            weakref.WeakKeyDictionary()
         )
-        if rtcp_ssrc is not None and remb is not None:
-            feedback = RtcpPsfbPacket(
-                fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb)
+        self._original: DatagramHandler | None = None
+
+    def route(self, connection: IceConnection, counters: dict[int, RtpCounter]) -> None:
+        """Count ``connection``'s RTP by payload type into ``counters``."""
+        self._routes[connection] = counters
+
+    def route_scene(self, scene: Scene, audio: RtpCounter, video: RtpCounter) -> None:
+        """Route a connected scene's ICE connection, with the payload types of its answer."""
+        pc = peer_connection(scene)
+        answer = pc.remoteDescription
+        if answer is None:
+            raise RuntimeError("a connected scene has no remote description")
+        counters = {"audio": audio, "video": video}
+        by_type = {pt: counters[kind] for pt, kind in payload_kinds(answer.sdp).items()}
+        for connection in ice_connections(pc):
+            self.route(connection, by_type)
+
+    def install(self) -> None:
+        """Wrap ``aioice.ice.StunProtocol.datagram_received`` in this process (the whole patch)."""
+        if self._original is not None:
+            return
+        original: DatagramHandler | None = getattr(StunProtocol, "datagram_received", None)
+        if original is None or "receiver" not in StunProtocol.__init__.__code__.co_names:
+            raise RuntimeError(
+                f"aioice {aioice.__version__}: StunProtocol no longer has datagram_received "
+                "or receiver; update benchmarks/density_receivers.py's DatagramTap"
             )
-            await receiver._send_rtcp(feedback)
-    codec = getattr(receiver, _PRIVATE + "codecs").get(packet.payload_type)
-    if codec is None:
-        return
-    streams: dict[int, StreamStatistics] = getattr(receiver, _PRIVATE + "remote_streams")
-    if packet.ssrc not in streams:
-        streams[packet.ssrc] = StreamStatistics(codec.clockRate)
-    streams[packet.ssrc].add(packet)
+        if "_connection" not in RTCIceGatherer.__init__.__code__.co_names:
+            raise RuntimeError(
+                f"aiortc {aiortc.__version__}: RTCIceGatherer no longer has _connection; "
+                "update benchmarks/density_receivers.py's ice_connections"
+            )
+        self._original = original
+        take = self.take
+
+        def datagram_received(protocol: StunProtocol, data: bytes, addr: tuple[Any, ...]) -> None:
+            if not take(protocol.receiver, data):
+                original(protocol, data, addr)
+
+        setattr(StunProtocol, "datagram_received", datagram_received)  # noqa: B010
+
+    def take(self, connection: IceConnection, datagram: bytes) -> bool:
+        """Count an RTP datagram for its stream and say True (drop it); False for the rest."""
+        header = rtp_header(datagram)
+        if header is None:
+            return False
+        counters = self._routes.get(connection)
+        counter = counters.get(header.payload_type) if counters is not None else None
+        if counter is not None:
+            counter.add(header.ssrc, header.sequence, header.timestamp, header.marker)
+        return True
+
+
+def peer_connection(scene: Scene) -> aiortc.RTCPeerConnection:
+    """A connected scene's aiortc peer connection (dpkit keeps it private)."""
+    connection = getattr(scene, "_connection", None)
+    peer = getattr(connection, "peer", None)
+    pc = getattr(peer, "_pc", None)
+    if not isinstance(pc, aiortc.RTCPeerConnection):
+        raise RuntimeError(
+            "dpkit.Scene no longer keeps its peer connection at _connection.peer._pc; "
+            "update benchmarks/density_receivers.py's peer_connection"
+        )
+    return pc
+
+
+def ice_connections(pc: aiortc.RTCPeerConnection) -> set[IceConnection]:
+    """The aioice connections under a peer connection's transceivers (one when bundled)."""
+    connections: set[IceConnection] = set()
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        if dtls is not None:
+            connection = getattr(dtls.transport.iceGatherer, "_connection", None)
+            if isinstance(connection, IceConnection):
+                connections.add(connection)
+    if not connections:
+        raise RuntimeError("a connected scene has no ICE connection")
+    return connections
 
 
 # --- checking decoded pictures ----------------------------------------------------------------
@@ -414,6 +546,7 @@ class Receiver:
         self.spec = spec
         self._control = control
         self._tap = RtpTap()
+        self._datagrams = DatagramTap()
         self._lag = LagMonitor()
         self._pending = list(spec.sessions)
         self._sessions: dict[int, _Session] = {}
@@ -423,7 +556,10 @@ class Receiver:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tap.install()
+        if self.spec.decode:
+            self._tap.install()
+        else:
+            self._datagrams.install()
         self._tasks.spawn(self._lag.run(), "lag")
         loop.add_reader(self._control.fileno(), self._readable)
         try:
@@ -460,7 +596,6 @@ class Receiver:
     async def _connect(self, count: int) -> int:
         """Connect the next ``count`` sessions at once; return how many are connected in all."""
         batch, self._pending = self._pending[:count], self._pending[count:]
-        self._tap.decode_unrouted = self.spec.decode
         outcomes = await asyncio.gather(
             *(self._connect_one(i) for i in batch), return_exceptions=True
         )
@@ -491,7 +626,10 @@ class Receiver:
         ):
             if track is None:
                 raise RuntimeError(f"session {index} connected without a persona track")
-            self._tap.route(track, counter, decode=self.spec.decode)
+            if self.spec.decode:
+                self._tap.route(track, counter)
+        if not self.spec.decode:
+            self._datagrams.route_scene(scene, session.audio, session.video)
         session.persona.on_speech.add_listener(
             lambda _persona, state, _text: self._on_speech(session, state)
         )
