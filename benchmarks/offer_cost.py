@@ -13,7 +13,9 @@ mDNS off, fake devices), on the page ``dpkit serve`` serves, which runs the Web 
 devices, so the offers differ only as the two stacks write them (``--devices``: both send a
 microphone and a camera, four media sections each). The kinds alternate (the order swapped every
 round), so whatever else the machine does slows both alike; the ``--warmup`` rounds are not
-counted.
+counted. Before every connect, of either kind, the machine is left to settle (a quarter of a
+second, then until the page's main thread is idle), so the page's load and the last session's
+teardown are not counted against the next offer.
 
 The time is the server's own: a ``perf_counter`` interval from the moment it read the offer frame
 to the moment it sent ``accepted`` (:attr:`SessionInfo.offer_to_accepted_s`), which its INFO line
@@ -66,6 +68,10 @@ LOOPBACK = ("127.0.0.1",)
 TARGET_RATIO = 2.0
 STEP_TIMEOUT_S = 30.0  # bounds every connect, and the server's start
 POLL_S = 0.02
+#: How long the machine is left alone before each timed connect (see _settle).
+SETTLE_S = 0.25
+#: Resolves once the page's main thread has nothing left to do (bounded: 1 s).
+PAGE_IDLE = "() => new Promise(done => requestIdleCallback(() => done(), {timeout: 1000}))"
 BANNER = re.compile(r"dpkit serve on (\S+)")
 CONFIG = """[server]
 host = "127.0.0.1"
@@ -188,6 +194,15 @@ async def _chromium_offer(server: Served, page: Page) -> float:
         await server.ended(session_id)
 
 
+async def _settle(page: Page) -> None:
+    """Before each connect, of either kind: let the last session's teardown and the page's own
+    work (its load, then the previous disconnect) finish, so that it does not land on the CPUs
+    while the server's work is timed. Nothing of the server's work is left out by this: it all
+    happens after the connect starts."""
+    await asyncio.sleep(SETTLE_S)
+    await page.evaluate(PAGE_IDLE)
+
+
 async def _open_page(browser: Browser, url: str, devices: bool) -> Page:
     context = await browser.new_context()
     if devices:
@@ -213,6 +228,7 @@ async def main(n: int, warmup: int, devices: bool) -> None:
                 for index in range(warmup + n):
                     order = ("chromium", "python") if index % 2 == 0 else ("python", "chromium")
                     for kind in order:
+                        await _settle(page)
                         if kind == "chromium":
                             elapsed = await _chromium_offer(server, page)
                         else:

@@ -18,7 +18,7 @@ from tests.imports import imported_modules
 
 SOURCE = Path(dpkit.__file__).resolve().parent
 CLIENT_SIDE = ["client", "media", "protocol"]
-SHARED = ["__init__", "errors", "apikey", "rtc", "tasks", "extras", "lazy"]
+SHARED = ["__init__", "errors", "apikey", "rtc", "tasks", "extras", "lazy", "collector"]
 SERVER_ONLY_DEPENDENCIES = {"espeakng_loader"}
 
 

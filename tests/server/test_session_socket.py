@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 
 from dpkit import Scene
+from dpkit.protocol.actions import AddRemoteCandidate
 from dpkit.protocol.messages import (
     Accepted,
     Answer,
@@ -20,6 +21,7 @@ from dpkit.protocol.messages import (
     SceneResponse,
 )
 from dpkit.server import DpkitServer
+from dpkit.server.rtc import PersonaPeer
 from tests.raw_client import RawClient, raw_client, token_for
 from tests.support import ServerFactory, until
 
@@ -275,3 +277,57 @@ async def test_the_server_times_each_offer_until_accepted_and_logs_it(
     answered = f"offer answered in {seconds * 1000:.1f} ms"
     line = f"session {accepted.session_id}: connected (Ava #0, from 127.0.0.1; {answered})"
     assert line in caplog.text
+
+
+async def test_candidates_trickled_before_the_answer_are_added_once_accepted_is_sent(
+    server: DpkitServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A browser's early candidates wait for accepted to go out, then are all added; it connects."""
+    added: list[tuple[str, bool]] = []
+    original = PersonaPeer.add_candidate
+
+    async def add_candidate(peer: PersonaPeer, action: AddRemoteCandidate) -> None:
+        session = next(iter(server.state.live))
+        added.append((action.ice.candidate, session.info.offer_to_accepted_s is not None))
+        await original(peer, action)
+
+    answer = PersonaPeer.answer
+
+    async def answer_after_the_trickle(peer: PersonaPeer, sdp: str) -> str:
+        # Answered only once both candidates are in: they came before the answer, surely.
+        session = next(iter(server.state.live))
+        await until(lambda: len(session._early_candidates) == len(trickled))
+        return await answer(peer, sdp)
+
+    monkeypatch.setattr(PersonaPeer, "add_candidate", add_candidate)
+    monkeypatch.setattr(PersonaPeer, "answer", answer_after_the_trickle)
+    trickled = [
+        "candidate:2 1 udp 2122260223 127.0.0.1 50001 typ host",
+        "candidate:3 1 udp 2122260222 127.0.0.1 50002 typ host",
+    ]
+    async with raw_client(server) as client:
+        assert isinstance(await client.receive(), Established)
+        await client.offer()
+        for candidate in trickled:
+            await client.send(Ice(candidate, "0", 0))
+        accepted, answered = await client.receive(), await client.receive()
+        assert isinstance(accepted, Accepted)
+        assert isinstance(answered, Answer)
+        await client.answer(answered.sdp)
+        assert isinstance(await client.receive(), Connected)
+    assert added == [(candidate, True) for candidate in trickled]
+
+
+async def test_the_journal_records_the_session_and_its_devices_once_accepted(
+    server: DpkitServer,
+) -> None:
+    """The journal's row gets the session id and the offered devices (written after accepted)."""
+    async with raw_client(server) as client:
+        assert isinstance(await client.receive(), Established)
+        await client.offer()
+        accepted = await client.receive()
+        assert isinstance(accepted, Accepted)
+        await until(lambda: server.state.store.show(accepted.session_id) is not None)
+        record = server.state.store.show(accepted.session_id)
+        assert record is not None
+        assert (record.microphone, record.camera) == (False, False)

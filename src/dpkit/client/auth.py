@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from ssl import SSLContext
@@ -27,11 +28,17 @@ class SessionToken:
 
 
 async def fetch_token(
-    api_key: str, *, session_id: str | None = None, ssl: SSLContext | None = None
+    api_key: str,
+    *,
+    session_id: str | None = None,
+    ssl: SSLContext | None = None,
+    http: aiohttp.ClientSession | None = None,
 ) -> SessionToken:
     """Ask the API key's ``authServer`` for a token; raise ``serverConnectionFailed`` clearly.
 
     ``ssl`` is the context an https token endpoint is verified with (None: the system's CAs).
+    ``http`` is the HTTP session to ask with, left open (its kept-alive connection can then
+    carry the session socket, when that is at the same host); None: one of its own, closed here.
     """
     try:
         key = decode_api_key(api_key)
@@ -39,15 +46,17 @@ async def fetch_token(
         raise ServerConnectionFailed(f"Invalid API key: {exc.message}", advice=exc.advice) from None
     params = {"sessionId": session_id} if session_id else None
     try:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(
-                key.auth_server,
-                headers={"key": api_key},
-                params=params,
-                ssl=ssl if ssl is not None else True,
-            ) as response,
-        ):
+        async with contextlib.AsyncExitStack() as stack:
+            if http is None:
+                http = await stack.enter_async_context(aiohttp.ClientSession())
+            response = await stack.enter_async_context(
+                http.get(
+                    key.auth_server,
+                    headers={"key": api_key},
+                    params=params,
+                    ssl=ssl if ssl is not None else True,
+                )
+            )
             # Bounded: a token answer is a few hundred bytes; a hostile endpoint may send more.
             raw = await response.content.read(MAX_TOKEN_ANSWER_BYTES + 1)
             status = response.status

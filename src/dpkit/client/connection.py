@@ -65,6 +65,15 @@ USER_AGENT = "dpkit-python"
 PEER_CLOSE_TIMEOUT_S = 5.0
 
 
+def new_http_session() -> aiohttp.ClientSession:
+    """The HTTP session a connect asks for its token and opens its sockets on.
+
+    Without default headers: the token request goes as before, and each socket names dpkit's
+    client itself (:data:`USER_AGENT`).
+    """
+    return aiohttp.ClientSession()
+
+
 class Connection:
     """One session socket and its peer connection."""
 
@@ -82,6 +91,7 @@ class Connection:
         on_ended: Callable[[str, str], None],
         on_frame: Callable[[Frame], None],
         ssl: SSLContext | None = None,
+        http: aiohttp.ClientSession | None = None,
     ) -> None:
         self._url = url
         # How wss:// sockets are verified: the given context, or the system's CAs (True).
@@ -95,7 +105,10 @@ class Connection:
         self._on_state = on_state
         self._on_ended = on_ended
         self._on_frame = on_frame
-        self._http: aiohttp.ClientSession | None = None
+        # The HTTP session the sockets open on; the connection owns it (and closes it) either way.
+        # A given one already holds the token request's kept-alive connection to the server,
+        # which the session socket then reuses (no second TCP, or TLS, handshake).
+        self._http: aiohttp.ClientSession | None = http
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self.peer: UserPeer | None = None
         self._tasks = TaskOwner("connection")
@@ -130,11 +143,13 @@ class Connection:
 
     async def connect(self) -> str:
         """Open the socket and run the handshake; return the session id or raise its error."""
-        self._http = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
+        if self._http is None:
+            self._http = new_http_session()
         try:
             self._ws = await self._http.ws_connect(
                 self._url,
                 params={"access_token": self._token},
+                headers={"User-Agent": USER_AGENT},
                 heartbeat=20.0,
                 autoping=True,
                 ssl=self._ssl,
@@ -337,7 +352,10 @@ class Connection:
         assert self._http is not None
         try:
             self._control = await self._http.ws_connect(
-                url, params={"access_token": self._token}, ssl=self._ssl
+                url,
+                params={"access_token": self._token},
+                headers={"User-Agent": USER_AGENT},
+                ssl=self._ssl,
             )
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             logger.warning("cannot open the orchestration socket %s: %s", url, exc)

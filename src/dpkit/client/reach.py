@@ -36,6 +36,21 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{host}:{port}"
 
 
+#: The HTTP scheme a WebSocket scheme's connection is made with.
+_TRANSPORT_SCHEME = {"ws": "http", "wss": "https"}
+
+
+def same_server(first: str, second: str) -> bool:
+    """Whether two URLs (http(s) or ws(s)) reach the same host and port over the same
+    transport, so one kept-alive connection can carry both (``ws://h:1`` is ``http://h:1``)."""
+
+    def transport(url: str) -> str:
+        scheme, rest = origin(url).split("://", 1)
+        return f"{_TRANSPORT_SCHEME.get(scheme, scheme)}://{rest}"
+
+    return bool(first and second) and transport(first) == transport(second)
+
+
 def unreachable(what: str, url: str, exc: BaseException) -> ServerConnectionFailed:
     """``what`` (e.g. "the token endpoint") at ``url`` failed with ``exc``: the error to raise."""
     message = f"cannot reach {what} {url}: {exc}" if str(exc) else f"cannot reach {what} {url}"

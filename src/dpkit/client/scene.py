@@ -32,12 +32,13 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import av
 from aiortc.mediastreams import MediaStreamTrack
 
 from dpkit.apikey import decode_api_key
 from dpkit.client.auth import SOCKET_SCHEMES, SessionToken, fetch_token
-from dpkit.client.connection import Connection
+from dpkit.client.connection import Connection, new_http_session
 from dpkit.client.consent import (
     ConsentedDevices,
     ConsentGate,
@@ -69,7 +70,8 @@ from dpkit.client.history import ConnectionAttempt, ConnectionResult
 from dpkit.client.options import DEFAULT_REQUESTED, DEFAULT_REQUIRED, MediaDevices, RetryOptions
 from dpkit.client.persistence import FileSessionStore, SessionStore, StoredSession
 from dpkit.client.playback import PersonaPlayback, has_output_device, known_output_device
-from dpkit.client.reach import check_url
+from dpkit.client.reach import check_url, same_server
+from dpkit.collector import freeze_heap_once
 from dpkit.errors import (
     ConfigurationError,
     ConnectionError_,
@@ -490,20 +492,21 @@ class Scene:
         )
         try:
             resuming = False
+            http: aiohttp.ClientSession | None = None
             if server_uri is not None and access_token is not None:
                 token = SessionToken(server_uri, access_token)
             else:
                 assert self._api_key is not None
                 stored = self.session_store.load(self._api_key)
-                token = await fetch_token(
-                    self._api_key, session_id=stored.session_id if stored else None, ssl=self._ssl
-                )
+                token, http = await self._fetch_token(stored)
                 if stored is not None:
                     # As the Web SDK does: the node that holds the session, at the same host.
                     token = SessionToken(_server_route(token.url, stored.server), token.jwt)
                     resuming = True
             try:
-                session_id = await self._attempts(token, retry_options or RetryOptions(), user_text)
+                session_id = await self._attempts(
+                    token, retry_options or RetryOptions(), user_text, http
+                )
             except NoSessionToResume:
                 self._forget_session()
                 raise
@@ -529,18 +532,46 @@ class Scene:
             self._tasks.spawn(self.playback.run(), "playback")
         return session_id
 
+    async def _fetch_token(
+        self, stored: StoredSession | None
+    ) -> tuple[SessionToken, aiohttp.ClientSession | None]:
+        """The session token, and the HTTP session that asked for it if the socket is at the
+        same server (its kept-alive connection then carries the socket: one handshake less)."""
+        assert self._api_key is not None
+        http = new_http_session()
+        try:
+            token = await fetch_token(
+                self._api_key,
+                session_id=stored.session_id if stored else None,
+                ssl=self._ssl,
+                http=http,
+            )
+        except BaseException:
+            await http.close()
+            raise
+        if not same_server(_auth_server(self._api_key), token.url):
+            await http.close()
+            return token, None
+        return token, http
+
     async def _attempts(
-        self, token: SessionToken, retry: RetryOptions, user_text: str | None
+        self,
+        token: SessionToken,
+        retry: RetryOptions,
+        user_text: str | None,
+        http: aiohttp.ClientSession | None = None,
     ) -> str:
         """The Web SDK's retry rule: only ``noScene`` is retried; ``max_retries`` counts all.
 
-        :attr:`connection_result` is updated after every attempt, as the Web SDK's.
+        :attr:`connection_result` is updated after every attempt, as the Web SDK's. The first
+        attempt's connection takes ``http`` (and closes it); a retry opens its own.
         """
         errors: list[ConnectionError_] = []
         attempts: list[ConnectionAttempt] = []
         began = time.monotonic()
         while True:
-            connection = self._new_connection(token, user_text)
+            connection = self._new_connection(token, user_text, http)
+            http = None
             started = time.monotonic()
             self._attempt = connection
             try:
@@ -569,7 +600,9 @@ class Scene:
             self._connection = connection
             return session_id
 
-    def _new_connection(self, token: SessionToken, user_text: str | None) -> Connection:
+    def _new_connection(
+        self, token: SessionToken, user_text: str | None, http: aiohttp.ClientSession | None = None
+    ) -> Connection:
         host = urlsplit(token.url).hostname or ""
         addresses = self._ice_addresses if self._ice_addresses is not None else loopback_for(host)
         return Connection(
@@ -584,6 +617,7 @@ class Scene:
             on_ended=self._on_session_ended,
             on_frame=self._on_frame,
             ssl=self._ssl,
+            http=http,
         )
 
     def _start_session_media(self) -> None:
@@ -866,3 +900,8 @@ def _server_route(url: str, server: str) -> str:
     """``ws://host/session`` becomes ``ws://host/server/<server>`` (the resume route)."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/server/{server}", parts.query, ""))
+
+
+# What the client's imports built (aiortc, PyAV, NumPy ...) lives as long as the process: out of
+# the collector's full passes, which would otherwise walk all of it in the middle of connects.
+freeze_heap_once()

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from dpkit.collector import freeze_heap
 from dpkit.server.admin import add_admin_routes
 from dpkit.server.assets import AssetCache
 from dpkit.server.endpoints import add_routes, cors_middleware
@@ -110,6 +111,10 @@ def create_app(settings: Settings) -> web.Application:
         journal_tasks = TaskOwner("journal")
         journal_tasks.spawn(prune_periodically(state), "prune")
         logger.info("serving %d Digital Person(s) of %s", settings.capacity, settings.persona.name)
+        # Everything start-up built lives as long as the server: out of the collector's full
+        # passes, which would otherwise walk it in the middle of connects (dpkit.collector).
+        frozen = freeze_heap()
+        logger.debug("%d objects of start-up frozen out of garbage collection", frozen)
         yield
         await journal_tasks.close()
         # Normally a no-op by now: on_shutdown below already ended the sessions.

@@ -441,12 +441,7 @@ class SignallingSession:
             speaker=self._talk.speaker,
         )
         self._peer = peer
-        self._listen(peer, self._person.bundle)
         answer_sdp = await peer.answer(action.offer.sdp)
-        self._answered = True
-        early, self._early_candidates = self._early_candidates, []
-        for candidate in early:
-            await peer.add_candidate(candidate)
         if self._ended():
             return  # ended while the offer was answered: run() closes the peer connection
         # A resumed session keeps its id (the machine took it from established).
@@ -454,9 +449,6 @@ class SignallingSession:
         self.info.session_id = session_id
         microphone, camera = offered_devices(action.offer.sdp)
         self._camera_on = camera
-        self._journal.update(
-            self.info.socket_id, session_id=session_id, microphone=microphone, camera=camera
-        )
         accepted = Accepted(
             session_id=session_id,
             resume_requested=self._persistence,
@@ -467,7 +459,27 @@ class SignallingSession:
         self._state.sessions[session_id] = self
         self._talk.session_id = session_id
         await self._execute(self._machine.session_started(accepted, answer_sdp))
+        # Only what the answer needs comes before ``accepted``: the client can do nothing until
+        # it has the answer, so the rest waits until it is on its way (and costs the client no
+        # time while the machine is busy, e.g. with a browser connecting on the same CPUs).
+        # The user's audio cannot arrive before the transport is up, which needs the answer.
+        if self._ended():
+            return  # ended as accepted went out: its listener would never be closed
+        self._listen(peer, self._person.bundle)
+        # Trickled candidates (a browser's) are added now; aiortc does not need them to answer,
+        # and the server answers the client's checks on the answer's candidates meanwhile.
+        await self._add_early_candidates(peer)
+        self._journal.update(
+            self.info.socket_id, session_id=session_id, microphone=microphone, camera=camera
+        )
         self._tasks.spawn(self._watch_transport(peer), "transport")
+
+    async def _add_early_candidates(self, peer: PersonaPeer) -> None:
+        """Add the candidates that came before the offer was answered; later ones go straight
+        in (candidates arriving while these are added join the queue first, so none is lost)."""
+        while self._early_candidates and not self._ended():
+            await peer.add_candidate(self._early_candidates.pop(0))
+        self._answered = True
 
     def _new_talk(self, bundle: Bundle | None) -> PersonaTalk:
         """The persona's conversation for this session, from its bundle's corpus and voice."""

@@ -145,7 +145,7 @@ function showState(data) {
   $("state-name").textContent = data.name;
   $("state-percent").textContent = Math.round(data.percentageLoaded);
   $("state-step").textContent = data.currentStep;
-  $("progress-bar").style.width = `${data.percentageLoaded}%`;
+  $("progress-bar").style.transform = `scaleX(${data.percentageLoaded / 100})`;
   document.body.dataset.state = data.name;
 }
 
