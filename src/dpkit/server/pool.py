@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from dpkit.server.assets import Bundle
 from dpkit.server.persona_media.broadcast import PersonaBroadcast
+from dpkit.server.persona_media.encoding import ProcessEncoding
 from dpkit.server.persona_media.face import FaceRenderer
 from dpkit.server.settings import PersonaSettings
 
@@ -80,7 +81,8 @@ class DigitalPersonPool:
         # One renderer for all: every face is drawn alike, so its frame cache is shared, and
         # one broadcast, so the idle face and the room tone are encoded once for all.
         renderer = FaceRenderer(persona.video_width, persona.video_height)
-        self.broadcast = PersonaBroadcast(renderer, persona.video_fps, renderer.render_yuv)
+        encoding = ProcessEncoding(persona.video_width, persona.video_height, persona.video_fps)
+        self.broadcast = PersonaBroadcast(renderer, persona.video_fps, encoding)
         self._people = [
             DigitalPerson(i, persona, renderer, self.broadcast) for i in range(capacity)
         ]

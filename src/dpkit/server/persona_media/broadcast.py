@@ -32,11 +32,11 @@ where the renderer's frame cache lives. The timelines run only while a session s
 from __future__ import annotations
 
 import asyncio
+import fractions
+import itertools
 import logging
-import os
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -54,10 +54,18 @@ from dpkit.server.persona_media.encoders import (
     KEYFRAME_INTERVAL_S,
     VIDEO_CLOCK_RATE,
     VIDEO_CODECS,
+    VIDEO_TIME_BASE,
     AudioEncoder,
-    VideoEncoder,
 )
-from dpkit.server.persona_media.face import FacePose, FaceRenderer
+from dpkit.server.persona_media.encoding import (
+    AudioRequest,
+    Encoded,
+    EncodingBackend,
+    EncodingFailed,
+    ThreadedEncoding,
+    VideoRequest,
+)
+from dpkit.server.persona_media.face import FaceRenderer
 from dpkit.tasks import TaskOwner
 
 if TYPE_CHECKING:
@@ -73,6 +81,9 @@ MAX_QUEUED_FRAMES = 8
 """Frames a session's sender may fall behind by. Past it the backlog is dropped and the session
 gets a keyframe, so a stalled sender costs memory for half a second at most."""
 
+MAX_SPARE_ENCODERS = 16
+"""Own encoders kept for reuse once their session is back on the shared stream."""
+
 SHARED = "shared"
 OWN = "own"
 
@@ -80,8 +91,6 @@ OWN = "own"
 ClockFactory = Callable[[int, float], MediaClock]
 #: Returns the next ``n`` samples of the persona's speech, or fewer (none: it is quiet).
 SampleSource = Callable[[int], npt.NDArray[np.int16]]
-#: Draws the YUV 4:2:0 picture of a pose (the renderer's cache stands behind it).
-Picture = Callable[[FacePose], npt.NDArray[np.uint8]]
 
 P = TypeVar("P")
 
@@ -124,8 +133,9 @@ class VideoSubscription:
     mouth: Callable[[], float] | None
     speaking: Callable[[], bool] | None
     outbox: _Outbox[Packet] = field(default_factory=_Outbox)
-    #: The session's own encoder while it has one (speaking, joining, or on its way back).
-    own: VideoEncoder | None = None
+    #: The number of the session's own encoder while it has one (speaking, joining, or on
+    #: its way back to the shared stream).
+    own: int | None = None
     on_shared: bool = False
     keyframe_wanted: bool = False
     frames: Counter[str] = field(default_factory=Counter)
@@ -146,8 +156,7 @@ class VideoSubscription:
         """A receiver asked for a keyframe (PLI or FIR)."""
         self.keyframe_wanted = True
 
-    def _deliver(self, source: str, packets: list[Packet]) -> None:
-        keyframe = any(packet.is_keyframe for packet in packets)
+    def _deliver(self, source: str, packets: list[Packet], keyframe: bool) -> None:
         if source != self.source:
             self.switches.append((source, keyframe))
             logger.debug("video subscription %x: now on the %s encoder", id(self), source)
@@ -167,7 +176,8 @@ class AudioSubscription:
 
     source: SampleSource | None
     outbox: _Outbox[Packet] = field(default_factory=_Outbox)
-    own: AudioEncoder | None = None
+    #: The number of its own Opus encoder, once it has spoken.
+    own: int | None = None
     frames: Counter[str] = field(default_factory=Counter)
 
     def _deliver(self, source: str, packets: list[Packet]) -> None:
@@ -179,9 +189,9 @@ class AudioSubscription:
 
 @dataclass(eq=False)
 class _SharedVideo:
-    """The shared encoder of one codec, and when its last keyframe was."""
+    """The shared encoder (its number) of one codec, and when its last keyframe was."""
 
-    encoder: VideoEncoder
+    encoder: int
     requested: bool = False
     last_keyframe_t: float | None = None
 
@@ -213,31 +223,30 @@ class BroadcastStats:
 class PersonaBroadcast:
     """The shared timeline of one persona look: ``renderer``'s face at ``fps``, and room tone.
 
-    ``picture`` draws a pose as packed YUV 4:2:0; ``workers`` is the number of encoding
-    threads (default: one per core); ``clock`` replaces real-time pacing, for tests.
+    ``encoding`` draws and encodes (default: worker threads drawing with ``renderer``);
+    ``clock`` replaces real-time pacing, for tests.
     """
 
     def __init__(
         self,
         renderer: FaceRenderer,
         fps: float,
-        picture: Picture,
+        encoding: EncodingBackend | None = None,
         *,
-        workers: int | None = None,
         clock: ClockFactory | None = None,
     ) -> None:
         self._renderer = renderer
         self._fps = fps
-        self._picture = picture
-        self._clock: ClockFactory = clock or (lambda rate, period: MediaClock(rate, period))
-        self._executor = ThreadPoolExecutor(
-            max_workers=workers or os.cpu_count() or 1, thread_name_prefix="dpkit-encode"
+        self._encoding: EncodingBackend = encoding or ThreadedEncoding(
+            renderer, fps, renderer.render_yuv
         )
-        self._workers = workers or os.cpu_count() or 1
+        self._clock: ClockFactory = clock or (lambda rate, period: MediaClock(rate, period))
         self._tasks = TaskOwner("persona-broadcast")
         self._video: list[VideoSubscription] = []
         self._audio: list[AudioSubscription] = []
         self._shared_video: dict[str, _SharedVideo] = {}
+        self._spare_encoders: dict[str, list[int]] = {}
+        self._numbers = itertools.count(1)
         #: The room tone loop's Opus payloads, frame by frame, once encoded.
         self._tone_packets: list[bytes] | None = None
         self._video_task: asyncio.Task[None] | None = None
@@ -265,6 +274,11 @@ class PersonaBroadcast:
             video_on_own=sum(not sub.on_shared for sub in self._video),
             audio_subscriptions=len(self._audio),
         )
+
+    async def start(self) -> None:
+        """Get the encoding ready ahead of the first session (a worker process takes a while)."""
+        self._check_open()
+        await self._encoding.start()
 
     # -- subscriptions -----------------------------------------------------------------------
 
@@ -298,9 +312,13 @@ class PersonaBroadcast:
         if isinstance(subscription, VideoSubscription):
             if subscription in self._video:
                 self._video.remove(subscription)
-        elif subscription in self._audio:
-            self._audio.remove(subscription)
-        subscription.own = None
+            self._release_own(subscription)
+        else:
+            if subscription in self._audio:
+                self._audio.remove(subscription)
+            if subscription.own is not None:
+                self._encoding.release(subscription.own)
+            subscription.own = None
         subscription.outbox.close()
 
     def _check_open(self) -> None:
@@ -308,40 +326,78 @@ class PersonaBroadcast:
             raise RuntimeError("the persona broadcast is closed")
 
     async def close(self) -> None:
-        """End every subscription, stop the timelines and the encoding threads. Idempotent."""
+        """End every subscription, stop the timelines and the encoding. Idempotent."""
         self._closed = True
         for video in list(self._video):
             self.unsubscribe(video)
         for audio in list(self._audio):
             self.unsubscribe(audio)
         await self._tasks.close()
-        await asyncio.to_thread(self._executor.shutdown)
+        await self._encoding.close()
+
+    def _forget_encoders(self) -> None:
+        """The encoders are gone (the worker restarted, or a slot failed): start them afresh,
+        each on a keyframe."""
+        self._encoding.reset()
+        self._shared_video.clear()
+        self._spare_encoders.clear()
+        for sub in self._video:
+            sub.own = None
+            sub.keyframe_wanted = True
+            sub.on_shared = False
+        for audio in self._audio:
+            audio.own = None
 
     # -- video -------------------------------------------------------------------------------
 
     async def _run_video(self) -> None:
         clock = self._clock(VIDEO_CLOCK_RATE, 1.0 / self._fps)
+        pending: deque[asyncio.Task[None]] = deque()
         try:
             while self._video:
                 pts, _time_base = await clock.next_timestamp()
                 if not self._video:
                     break
-                await self._video_slot(pts)
+                slot = self._plan_video(pts)
+                if slot is not None:
+                    previous = pending[-1] if pending else None
+                    pending.append(
+                        self._tasks.spawn(self._finish_video(slot, previous), "video-slot")
+                    )
+                await _bound(pending)
         finally:
             self._video_task = None
-            self._shared_video.clear()
+            for task in pending:
+                task.cancel()
+            self._drop_shared_video()
 
-    async def _video_slot(self, pts: int) -> None:
-        """Draw, encode and hand out the frame of every video subscription at ``pts``."""
+    def _drop_shared_video(self) -> None:
+        for shared in self._shared_video.values():
+            self._encoding.release(shared.encoder)
+        self._shared_video.clear()
+        # A new timeline starts its pts again from 0: spares would see time run backwards.
+        for spares in self._spare_encoders.values():
+            for number in spares:
+                self._encoding.release(number)
+        self._spare_encoders.clear()
+
+    def _plan_video(self, pts: int) -> _VideoSlot | None:
+        """Decide, for the frame at ``pts``, which encoder draws what for whom.
+
+        Every decision is taken here, before anything is encoded, so that the next slot can be
+        planned while this one is still being encoded: forced keyframes always come, so the
+        shared stream's keyframe and the sessions joining it are known now.
+        """
         t = pts / VIDEO_CLOCK_RATE
         subscriptions = list(self._video)
-        # Read once: the persona may start or stop speaking while the slot is being encoded.
         speaking = {sub: sub.is_speaking() for sub in subscriptions}
-        shared_jobs: dict[str, _VideoJob] = {}
+        shared_requests: dict[str, VideoRequest] = {}
         for codec in sorted({sub.codec for sub in subscriptions}):
             group = [sub for sub in subscriptions if sub.codec == codec]
             if all(speaking[sub] for sub in group):
-                self._shared_video.pop(codec, None)  # nobody needs it: start afresh later
+                dropped = self._shared_video.pop(codec, None)  # nobody needs it
+                if dropped is not None:
+                    self._encoding.release(dropped.encoder)
                 continue
             shared = self._shared(codec)
             for sub in group:
@@ -350,101 +406,130 @@ class PersonaBroadcast:
                     shared.requested = True
                 elif not sub.on_shared and not speaking[sub]:
                     shared.requested = True  # to join, or to come back after speaking
-            idle = self._picture(self._renderer.pose(t, 0.0))
-            shared_jobs[codec] = _VideoJob(shared.encoder, idle, pts, shared.keyframe_due(t))
-        jobs = list(shared_jobs.values())
-        on_shared: list[VideoSubscription] = []
+            keyframe = shared.keyframe_due(t)
+            if keyframe:
+                shared.last_keyframe_t, shared.requested = t, False
+                self._counts["shared_video_key"] += 1
+            self._counts["shared_video"] += 1
+            idle = self._renderer.pose(t, 0.0)
+            shared_requests[codec] = VideoRequest(shared.encoder, codec, idle, keyframe)
+        slot = _VideoSlot(pts, list(shared_requests.values()))
         for sub in subscriptions:
-            shared_job = shared_jobs.get(sub.codec)
-            stays_or_joins = shared_job is not None and (sub.on_shared or shared_job.keyframe)
-            if not speaking[sub] and stays_or_joins:
-                on_shared.append(sub)
+            shared_request = shared_requests.get(sub.codec)
+            stays_or_joins = shared_request is not None and (
+                sub.on_shared or shared_request.keyframe
+            )
+            if not speaking[sub] and shared_request is not None and stays_or_joins:
+                self._release_own(sub)
+                sub.on_shared = True
+                slot.sources.append((sub, shared_request.encoder, SHARED))
                 continue
             if sub.own is None:
-                sub.own = VideoEncoder(
-                    sub.codec, self._renderer.width, self._renderer.height, self._fps
-                )
+                sub.own = self._own_encoder(sub.codec)
                 sub.keyframe_wanted = True
-            mouth = _mouth(sub)
-            picture = self._picture(self._renderer.pose(t, mouth))
-            jobs.append(_VideoJob(sub.own, picture, pts, sub.keyframe_wanted, sub))
+            pose = self._renderer.pose(t, _mouth(sub))
+            slot.requests.append(VideoRequest(sub.own, sub.codec, pose, sub.keyframe_wanted))
             sub.keyframe_wanted = False
-        await self._encode(jobs)
-        for codec, job in shared_jobs.items():
-            self._counts["shared_video"] += 1
-            if any(packet.is_keyframe for packet in job.packets):
-                self._counts["shared_video_key"] += 1
-                self._shared_video[codec].last_keyframe_t = t
-                self._shared_video[codec].requested = False
-        for sub in on_shared:
-            if not sub.outbox.closed:
-                sub.on_shared, sub.own = True, None
-                sub._deliver(SHARED, shared_jobs[sub.codec].packets)
-        for job in jobs:
-            if job.owner is not None and not job.owner.outbox.closed:
-                self._counts["own_video"] += 1
-                job.owner.on_shared = False
-                job.owner._deliver(OWN, job.packets)
+            sub.on_shared = False
+            self._counts["own_video"] += 1
+            slot.sources.append((sub, sub.own, OWN))
+        return slot if slot.requests else None
+
+    async def _finish_video(self, slot: _VideoSlot, previous: asyncio.Task[None] | None) -> None:
+        """Encode ``slot``, then hand its frames out once the slot before has handed out its."""
+        try:
+            encoded = await self._encoding.video(slot.pts, slot.requests)
+        except EncodingFailed as exc:
+            logger.error("persona video slot failed: %s; encoders start afresh", exc)
+            self._forget_encoders()
+            return
+        finally:
+            if previous is not None:
+                await asyncio.wait([previous])
+        by_encoder = {done.encoder: done for done in encoded}
+        packets: dict[int, list[Packet]] = {}
+        for sub, number, source in slot.sources:
+            done = by_encoder.get(number)
+            if done is None or sub.outbox.closed:
+                continue
+            if number not in packets:
+                packets[number] = _packets(done, slot.pts, VIDEO_TIME_BASE)
+            sub._deliver(source, packets[number], done.keyframe)
+
+    def _own_encoder(self, codec: str) -> int:
+        """An encoder for one session: a spare one if there is one (it starts on a keyframe,
+        which forgets whatever it encoded before), else a new one."""
+        spares = self._spare_encoders.get(codec)
+        if spares:
+            return spares.pop()
+        return next(self._numbers)
+
+    def _release_own(self, sub: VideoSubscription) -> None:
+        """``sub`` no longer needs its own encoder: kept for the next speaker, within bounds.
+
+        Encoders come and go with every utterance; keeping a few spares saves making one (and
+        the memory churn of its buffers, a few MiB each) every time someone speaks.
+        """
+        number, sub.own = sub.own, None
+        if number is None:
+            return
+        spares = self._spare_encoders.setdefault(sub.codec, [])
+        if len(spares) < MAX_SPARE_ENCODERS:
+            spares.append(number)
+        else:
+            self._encoding.release(number)
 
     def _shared(self, codec: str) -> _SharedVideo:
         shared = self._shared_video.get(codec)
         if shared is None:
-            encoder = VideoEncoder(codec, self._renderer.width, self._renderer.height, self._fps)
-            shared = self._shared_video[codec] = _SharedVideo(encoder)
+            shared = self._shared_video[codec] = _SharedVideo(next(self._numbers))
         return shared
-
-    async def _encode(self, jobs: Sequence[_Job]) -> None:
-        """Run the slot's encodes, spread over the worker threads, and wait for all of them."""
-        if not jobs:
-            return
-        loop = asyncio.get_running_loop()
-        chunks = [jobs[index :: self._workers] for index in range(self._workers)]
-        await asyncio.gather(
-            *(loop.run_in_executor(self._executor, _run_jobs, chunk) for chunk in chunks if chunk)
-        )
 
     # -- audio -------------------------------------------------------------------------------
 
     async def _run_audio(self) -> None:
         clock = self._clock(AUDIO_SAMPLE_RATE, AUDIO_FRAME_SAMPLES / AUDIO_SAMPLE_RATE)
+        pending: deque[asyncio.Task[None]] = deque()
         try:
+            if self._tone_packets is None:
+                # The tone is a loop of whole 20 ms frames: its Opus packets are encoded once
+                # (200 frames, a few tens of milliseconds) and then only stamped, so quiet
+                # sessions cost no encoding at all.
+                self._tone_packets = await asyncio.to_thread(_encode_loop, self._tone)
+                self._counts["shared_audio"] += len(self._tone_packets)
             while self._audio:
                 pts, _time_base = await clock.next_timestamp()
                 if not self._audio:
                     break
-                await self._audio_slot(pts)
-                # A slot of cached packets awaits nothing: let the senders run before the next.
-                await asyncio.sleep(0)
+                slot = self._plan_audio(pts)
+                if slot.requests or pending:
+                    previous = pending[-1] if pending else None
+                    pending.append(
+                        self._tasks.spawn(self._finish_audio(slot, previous), "audio-slot")
+                    )
+                else:
+                    self._deliver_audio(slot, [])
+                await _bound(pending)
         finally:
             self._audio_task = None
+            for task in pending:
+                task.cancel()
 
-    async def _room_tone_packet(self, pts: int) -> Packet:
-        """The shared room tone's packet at ``pts``.
-
-        The tone is a loop of whole 20 ms frames, so its Opus packets are encoded once (the
-        first time anyone is quiet: 200 frames, a few tens of milliseconds in a worker thread)
-        and then only stamped: quiet sessions cost no encoding at all.
-        """
-        if self._tone_packets is None:
-            loop = asyncio.get_running_loop()
-            self._tone_packets = await loop.run_in_executor(
-                self._executor, _encode_loop, self._tone
-            )
-            self._counts["shared_audio"] += len(self._tone_packets)
+    def _tone_packet(self, pts: int) -> Packet:
+        """The shared room tone's packet at ``pts``."""
+        assert self._tone_packets is not None
         payload = self._tone_packets[(pts % self._tone.size) // AUDIO_FRAME_SAMPLES]
         packet = av.Packet(payload)
         packet.pts = pts
         packet.time_base = AUDIO_TIME_BASE
         return packet
 
-    async def _audio_slot(self, pts: int) -> None:
-        """Encode and hand out 20 ms of audio for every audio subscription at ``pts``."""
+    def _plan_audio(self, pts: int) -> _AudioSlot:
+        """Take 20 ms of speech from every speaking session; the quiet ones get room tone."""
         start = pts % self._tone.size
         tone = self._tone[start : start + AUDIO_FRAME_SAMPLES]
-        subscriptions = list(self._audio)
-        jobs: list[_AudioJob] = []
-        quiet = False
-        for sub in subscriptions:
+        slot = _AudioSlot(pts)
+        for sub in list(self._audio):
             try:
                 speech = _speech(sub.source)
             except ValueError:
@@ -453,28 +538,84 @@ class PersonaBroadcast:
                 self.unsubscribe(sub)
                 continue
             if speech is None:
-                quiet = True
+                slot.quiet.append(sub)
                 continue
             if sub.own is None:
-                sub.own = AudioEncoder()
+                sub.own = next(self._numbers)
             if speech.size < AUDIO_FRAME_SAMPLES:
                 speech = np.concatenate((speech, tone[speech.size :]))
-            jobs.append(_AudioJob(sub.own, speech, pts, sub))
-        shared: list[Packet] = []
-        if quiet:
-            shared = [await self._room_tone_packet(pts)]
-        await self._encode(jobs)
-        own: dict[int, list[Packet]] = {}
-        for job in jobs:
-            own[id(job.owner)] = job.packets
+            slot.requests.append(AudioRequest(sub.own, speech.tobytes()))
+            slot.speakers.append((sub, sub.own))
             self._counts["own_audio"] += 1
-        for sub in subscriptions:
-            if sub.outbox.closed:
-                continue
-            if id(sub) in own:
-                sub._deliver(OWN, own[id(sub)])
-            elif shared:
-                sub._deliver(SHARED, shared)
+        return slot
+
+    async def _finish_audio(self, slot: _AudioSlot, previous: asyncio.Task[None] | None) -> None:
+        try:
+            encoded = await self._encoding.audio(slot.pts, slot.requests)
+        except EncodingFailed as exc:
+            logger.error("persona audio slot failed: %s; encoders start afresh", exc)
+            self._forget_encoders()
+            encoded = []
+        finally:
+            if previous is not None:
+                await asyncio.wait([previous])
+        self._deliver_audio(slot, encoded)
+
+    def _deliver_audio(self, slot: _AudioSlot, encoded: Sequence[Encoded]) -> None:
+        if slot.quiet:
+            shared = [self._tone_packet(slot.pts)]
+            for sub in slot.quiet:
+                if not sub.outbox.closed:
+                    sub._deliver(SHARED, shared)
+        by_encoder = {done.encoder: done for done in encoded}
+        for sub, number in slot.speakers:
+            done = by_encoder.get(number)
+            if done is not None and not sub.outbox.closed:
+                sub._deliver(OWN, _packets(done, slot.pts, AUDIO_TIME_BASE))
+
+
+MAX_PENDING_SLOTS = 3
+"""Slots being encoded at once, per timeline: the next is planned while one is encoded, but a
+backend that falls behind holds the timeline up (and its clock then skips) rather than queueing
+without end."""
+
+
+async def _bound(pending: deque[asyncio.Task[None]]) -> None:
+    """Forget finished slots; wait for the oldest while too many are in flight; and yield, so
+    the senders run between slots even when the clock is behind and does not sleep."""
+    while pending and pending[0].done():
+        pending.popleft()
+    while len(pending) > MAX_PENDING_SLOTS:
+        await asyncio.wait([pending.popleft()])
+    await asyncio.sleep(0)
+
+
+@dataclass(eq=False)
+class _VideoSlot:
+    pts: int
+    requests: list[VideoRequest]
+    #: Who gets which encoder's frame, and from which source.
+    sources: list[tuple[VideoSubscription, int, str]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _AudioSlot:
+    pts: int
+    requests: list[AudioRequest] = field(default_factory=list)
+    speakers: list[tuple[AudioSubscription, int]] = field(default_factory=list)
+    quiet: list[AudioSubscription] = field(default_factory=list)
+
+
+def _packets(done: Encoded, pts: int, time_base: fractions.Fraction) -> list[Packet]:
+    """The packets of an encoded frame, stamped for aiortc's sender to packetise."""
+    packets = []
+    for payload in done.payloads:
+        packet = av.Packet(payload)
+        packet.pts = pts
+        packet.time_base = time_base
+        packet.is_keyframe = done.keyframe
+        packets.append(packet)
+    return packets
 
 
 def _encode_loop(tone: npt.NDArray[np.int16]) -> list[bytes]:
@@ -510,36 +651,3 @@ def _speech(source: SampleSource | None) -> npt.NDArray[np.int16] | None:
             f"array, got {speech.dtype} with shape {speech.shape}"
         )
     return speech if speech.size else None
-
-
-@dataclass(eq=False)
-class _VideoJob:
-    encoder: VideoEncoder
-    picture: npt.NDArray[np.uint8]
-    pts: int
-    keyframe: bool
-    owner: VideoSubscription | None = None
-    packets: list[Packet] = field(default_factory=list)
-
-    def run(self) -> None:
-        self.packets = self.encoder.encode(self.picture, self.pts, self.keyframe)
-
-
-@dataclass(eq=False)
-class _AudioJob:
-    encoder: AudioEncoder
-    samples: npt.NDArray[np.int16]
-    pts: int
-    owner: AudioSubscription | None = None
-    packets: list[Packet] = field(default_factory=list)
-
-    def run(self) -> None:
-        self.packets = self.encoder.encode(self.samples, self.pts)
-
-
-_Job = _VideoJob | _AudioJob
-
-
-def _run_jobs(jobs: Sequence[_Job]) -> None:
-    for job in jobs:
-        job.run()

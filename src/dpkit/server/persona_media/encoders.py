@@ -74,7 +74,7 @@ _VIDEO_OPTIONS: Final = {
 }
 _VIDEO_ENCODER_NAMES: Final = {VP8: "libvpx", H264: "libx264"}
 
-_VIDEO_TIME_BASE: Final = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+VIDEO_TIME_BASE: Final = fractions.Fraction(1, VIDEO_CLOCK_RATE)
 AUDIO_TIME_BASE: Final = fractions.Fraction(1, AUDIO_SAMPLE_RATE)
 
 
@@ -95,10 +95,12 @@ class VideoEncoder:
         context.width = width
         context.height = height
         context.pix_fmt = "yuv420p"
-        context.time_base = _VIDEO_TIME_BASE
+        context.time_base = VIDEO_TIME_BASE
         context.framerate = fractions.Fraction(round(fps * 1000), 1000)
         context.bit_rate = VIDEO_BITRATE
-        context.gop_size = max(1, round(KEYFRAME_INTERVAL_S * fps))
+        # Keyframes are the broadcast's to force (at least every KEYFRAME_INTERVAL_S); the
+        # encoder's own would come unannounced, so they are kept beyond that.
+        context.gop_size = max(1, round(2 * KEYFRAME_INTERVAL_S * fps))
         context.thread_count = 1
         context.options = dict(_VIDEO_OPTIONS[codec])
         self._context = context
@@ -113,13 +115,13 @@ class VideoEncoder:
         """The packets of one frame: ``yuv`` is PyAV's packed yuv420p array (``h * 3/2`` rows)."""
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts = pts
-        frame.time_base = _VIDEO_TIME_BASE
+        frame.time_base = VIDEO_TIME_BASE
         if keyframe:
             frame.pict_type = av.video.frame.PictureType.I
         packets = self._context.encode(frame)
         for packet in packets:
             packet.pts = pts
-            packet.time_base = _VIDEO_TIME_BASE
+            packet.time_base = VIDEO_TIME_BASE
             self.keyframes += packet.is_keyframe
         self.frames += 1
         return packets

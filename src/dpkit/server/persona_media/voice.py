@@ -9,16 +9,16 @@ sentence) but still runs in a worker thread so the event loop never waits on it.
 The library keeps one global voice, parameter set and callback per process and is not
 thread-safe, so every use goes through one module-level lock and one lazily initialised engine.
 That engine is the deliberate exception to "no module-level globals": the state it guards is
-global in the C library whatever Python does.
+global in the C library whatever Python does. So is what it has said lately (``SPOKEN``): the
+same words in the same voice are synthesised once, however many sessions say them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import av
@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dpkit.errors import DpkitError
+from dpkit.server.persona_media.utterance_cache import UtteranceCache
 
 SAMPLE_RATE = 48000
 """The rate of every :class:`Utterance` from :class:`EspeakVoice`: WebRTC's Opus rate."""
@@ -91,6 +92,9 @@ class Utterance:
     text: str
     samples: npt.NDArray[np.int16]
     sample_rate: int = SAMPLE_RATE
+    _envelopes: dict[float, npt.NDArray[np.float32]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
@@ -119,6 +123,14 @@ class Utterance:
         """
         if not math.isfinite(fps) or fps <= 0:
             raise ValueError(f"fps must be a positive number, got {fps}")
+        # Utterances are shared by the sessions that say the same words: worked out once each.
+        envelope = self._envelopes.get(fps)
+        if envelope is None:
+            envelope = self._envelopes[fps] = self._mouth_envelope(fps)
+            envelope.setflags(write=False)
+        return envelope
+
+    def _mouth_envelope(self, fps: float) -> npt.NDArray[np.float32]:
         count = len(self.samples)
         frames = math.ceil(count * fps / self.sample_rate - 1e-9)
         if frames <= 0:
@@ -182,8 +194,10 @@ class EspeakVoice:
         return f"EspeakVoice({self.voice!r}, rate_wpm={self.rate_wpm}, pitch={self.pitch})"
 
     async def speak(self, text: str) -> Utterance:
-        """Synthesise ``text`` in a worker thread; see :meth:`speak_sync`."""
-        return await asyncio.to_thread(self.speak_sync, text)
+        """``text`` spoken, synthesised in a worker thread (see :meth:`speak_sync`) unless the
+        same voice has said the same words lately: those come from the process's cache."""
+        key = (self.voice, self.rate_wpm, self.pitch, self.max_duration_s, text)
+        return await SPOKEN.get_or_speak(key, lambda: self.speak_sync(text))
 
     def speak_sync(self, text: str) -> Utterance:
         """Synthesise ``text`` now, blocking: 48 kHz mono int16, padded with silence.
@@ -326,3 +340,5 @@ def _resample(
 
 _LOCK = threading.Lock()
 _ENGINE = _Espeak()
+#: What the process's one engine has said lately, shared by every session's voice.
+SPOKEN = UtteranceCache()
