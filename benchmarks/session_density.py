@@ -104,9 +104,38 @@ def _rss_kib() -> int:
     return 0
 
 
+def _descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs (the server's encoding worker comes from a
+    fork server, so it is a grandchild)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
+                for child in f.read().split():
+                    found.append(int(child))
+                    found.extend(_descendants(int(child)))
+    return found
+
+
+def _process_cpu_and_rss(pid: int) -> tuple[float, int]:
+    """A running process's user + system CPU seconds and resident KiB, from /proc."""
+    cpu, rss = 0.0, 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+    return cpu, rss
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """The server at one moment: CPU, event-loop thread's CPU, loop lag, memory."""
+    """The server at one moment: CPU, event-loop thread's CPU, loop lag, memory; and the CPU
+    and memory of the processes it started (its encoding worker and that worker's fork
+    server), which ``getrusage`` does not count while they run."""
 
     cpu: float
     loop_cpu: float
@@ -115,13 +144,24 @@ class Snapshot:
     lag_p99_ms: float
     lag_max_ms: float
     rss_kib: int
+    helpers_cpu: float = 0.0
+    helpers_rss_kib: int = 0
 
 
 def _snapshot(lag: LagMonitor, live: int = 0) -> Snapshot:
     """Taken on the event-loop thread, so ``thread_time`` is that thread's CPU."""
     p99, worst = lag.take()
+    helpers = [_process_cpu_and_rss(pid) for pid in _descendants(os.getpid())]
     return Snapshot(
-        cpu_seconds(), time.thread_time(), time.monotonic(), live, p99, worst, _rss_kib()
+        cpu_seconds(),
+        time.thread_time(),
+        time.monotonic(),
+        live,
+        p99,
+        worst,
+        _rss_kib(),
+        sum(cpu for cpu, _rss in helpers),
+        sum(rss for _cpu, rss in helpers),
     )
 
 
@@ -643,22 +683,29 @@ def report(
         for failure in failures[:3]:
             print(f"  failed: {failure}")
 
-    server_cpu = server_1.cpu - server_0.cpu
+    server_main = server_1.cpu - server_0.cpu
+    server_helpers = server_1.helpers_cpu - server_0.helpers_cpu
+    server_cpu = server_main + server_helpers
     server_loop = server_1.loop_cpu - server_0.loop_cpu
     print(
         f"server CPU: {server_cpu / window:.2f} cores ({server_loop / window:.2f} on the "
-        f"event-loop thread); {server_cpu / session_seconds:.3f} CPU-s per session-second "
+        f"event-loop thread, {server_helpers / window:.2f} in its encoding worker); "
+        f"{server_cpu / session_seconds:.3f} CPU-s per session-second "
         f"({server_loop / session_seconds:.3f} on the loop)"
     )
     print(
         f"  server event-loop lag over the window: p99 {server_1.lag_p99_ms:.1f} ms, "
         f"max {server_1.lag_max_ms:.1f} ms"
     )
-    rss_per_session = (server_0.rss_kib - before.rss_kib) / sessions / 1024
+
+    def total_rss(snapshot: Snapshot) -> float:
+        return (snapshot.rss_kib + snapshot.helpers_rss_kib) / 1024
+
+    rss_per_session = (total_rss(server_0) - total_rss(before)) / sessions
     print(
-        f"server RSS: {before.rss_kib / 1024:.0f} MiB before connecting, "
-        f"{server_0.rss_kib / 1024:.0f} MiB connected (window start): {rss_per_session:.1f} MiB "
-        f"per session; {server_1.rss_kib / 1024:.0f} MiB at the window's end"
+        f"server RSS (with its worker): {total_rss(before):.0f} MiB before connecting, "
+        f"{total_rss(server_0):.0f} MiB connected (window start): {rss_per_session:.1f} MiB "
+        f"per session; {total_rss(server_1):.0f} MiB at the window's end"
     )
     receiver_cpu = 0.0
     for receiver, mark_0, mark_1 in zip(receivers, marks_0, marks_1, strict=True):
