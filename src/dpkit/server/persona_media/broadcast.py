@@ -81,8 +81,9 @@ MAX_QUEUED_FRAMES = 8
 """Frames a session's sender may fall behind by. Past it the backlog is dropped and the session
 gets a keyframe, so a stalled sender costs memory for half a second at most."""
 
-MAX_SPARE_ENCODERS = 16
-"""Own encoders kept for reuse once their session is back on the shared stream."""
+MAX_SPARE_ENCODERS = 4
+"""Own encoders kept for reuse once their session is back on the shared stream (a 640x480 VP8
+encoder holds about 10 MiB)."""
 
 SHARED = "shared"
 OWN = "own"
