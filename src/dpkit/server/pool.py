@@ -92,7 +92,7 @@ class DigitalPersonPool:
         self._mean_session_s = INITIAL_SESSION_S
 
     async def close(self) -> None:
-        """Stop the shared media timeline and its encoding threads. Idempotent."""
+        """Stop the shared media timeline and its encoding worker. Idempotent."""
         await self.broadcast.close()
 
     @property
