@@ -24,9 +24,12 @@ does) goes through its own Opus encoder, packet by packet.
 All sessions of a look share its timeline, so a packet's ``pts`` is the same whichever encoder
 made it, and the RTP timestamps aiortc derives from it run on without a jump at a switch.
 
-Encoding runs in a small pool of worker threads (PyAV releases the GIL while it encodes), one
-batch per frame slot: the shared frame and every private one. Drawing stays on the event loop,
-where the renderer's frame cache lives. The timelines run only while a session subscribes.
+Each frame slot is planned here, on the event loop (every decision: who is on which encoder,
+which frame is a keyframe), and handed as one batch of small requests (poses, samples) to an
+:class:`~dpkit.server.persona_media.encoding.EncodingBackend`, which draws and encodes: the
+server's runs in a worker process, so encoders never take the GIL from the event loop. The next
+slot is planned while one is encoded; a slot's packets are handed out only after the slot
+before's. The timelines run only while a session subscribes.
 """
 
 from __future__ import annotations
