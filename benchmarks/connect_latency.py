@@ -302,6 +302,12 @@ async def main(n: int, warmup: int) -> None:
     _print_steps("dpkit, median time in each connection state:", dpkit_marks, STATE_STEPS)
     _print_steps("dpkit, median of finer steps (wrapped functions):", dpkit_marks, DETAIL_STEPS)
     _print_steps("floor, median of its steps:", floor_marks, FLOOR_STEPS)
+    slowest = max(range(len(dpkit_ms)), key=dpkit_ms.__getitem__)
+    _print_steps(
+        f"dpkit, the slowest connect ({dpkit_ms[slowest]:.1f} ms), its steps:",
+        [dpkit_marks[slowest]],
+        [*STATE_STEPS, *DETAIL_STEPS],
+    )
 
 
 def _positive(text: str) -> int:
