@@ -8,6 +8,7 @@ before any heavy import.
 from __future__ import annotations
 
 import argparse
+import re
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -101,6 +102,25 @@ def http_url(text: str) -> str:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} has a bad port") from None
     return text.rstrip("/")
+
+
+def redis_url(text: str) -> str:
+    """An argparse type: a redis://, rediss:// or unix:// URL (never echoed: it may hold a
+    password)."""
+    if urllib.parse.urlsplit(text).scheme not in ("redis", "rediss", "unix"):
+        raise argparse.ArgumentTypeError(
+            "not a redis://, rediss:// or unix:// URL (e.g. redis://127.0.0.1:6379/0)"
+        )
+    return text
+
+
+def node_id(text: str) -> str:
+    """An argparse type: a node id, 1-64 letters, digits, '.', '_' or '-'."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text[:80]!r} is not a node id (1-64 letters, digits, '.', '_' or '-')"
+        )
+    return text
 
 
 def int_in_range(low: int, high: int) -> Callable[[str], int]:

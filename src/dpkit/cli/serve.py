@@ -15,7 +15,14 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dpkit.cli.parsers import command_parser, http_url, port_number, positive_int
+from dpkit.cli.parsers import (
+    command_parser,
+    http_url,
+    node_id,
+    port_number,
+    positive_int,
+    redis_url,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -88,6 +95,18 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         "smwebsdk.js) instead of fetching it from the npm registry",
     )
     parser.add_argument(
+        "--redis-url",
+        type=redis_url,
+        metavar="URL",
+        help="join the cluster on this Redis (redis://, rediss:// or unix://; default: none, "
+        "one node alone)",
+    )
+    parser.add_argument(
+        "--node-id",
+        type=node_id,
+        help="this node's id in the cluster, unique (default node-1)",
+    )
+    parser.add_argument(
         "--trusted-proxy",
         action="append",
         dest="trusted_proxies",
@@ -111,6 +130,8 @@ def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
         "tls_key": args.tls_key,
         "trusted_proxies": tuple(args.trusted_proxies) if args.trusted_proxies else None,
         "web_sdk_dir": args.web_sdk_dir,
+        "redis_url": args.redis_url,
+        "node_id": args.node_id,
     }
     values.update(overrides)
     return Settings.load(args.config, **values)

@@ -14,10 +14,13 @@ import hmac
 import json
 import logging
 import re
+import time
 from dataclasses import asdict
 
 from aiohttp import web
 
+from dpkit.server.cluster.metrics import render_cluster_metrics
+from dpkit.server.cluster.nodes import NodeRecord
 from dpkit.server.media_metrics import render_media_metrics
 from dpkit.server.state import STATE, ServerState
 
@@ -154,8 +157,44 @@ async def metrics(request: web.Request) -> web.Response:
         + "\n".join(lines)
         + "\n"
         + render_media_metrics(state.pool.broadcast.stats())
+        + await render_cluster_metrics(state)
     )
     return web.Response(text=body, content_type="text/plain", charset="utf-8")
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    """``GET /api/nodes``: every node of the cluster (just this one without Redis)."""
+    _require_admin(request)
+    state = request.app[STATE]
+    now = time.time()
+    membership = state.membership
+    if membership is None:
+        pool = state.pool
+        nodes = [
+            NodeRecord(
+                node_id=state.settings.node_id,
+                url=state.url or "http://localhost",
+                capacity=pool.capacity,
+                load=pool.in_use,
+                queue=pool.queue_length,
+                instance="alone",
+                started_at=state.started_at,
+                seen_at=now,
+            )
+        ]
+        redis = "off"
+    else:
+        nodes = await membership.nodes()
+        redis = membership.status
+    body = {
+        "node": state.settings.node_id,
+        "redis": redis,
+        "nodes": [node.for_api(now) for node in nodes],
+        "capacity": sum(node.capacity for node in nodes),
+        "load": sum(node.load for node in nodes),
+        "queue": sum(node.queue for node in nodes),
+    }
+    return web.json_response(body)
 
 
 def add_admin_routes(app: web.Application) -> None:
@@ -164,3 +203,4 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_post("/api/sessions/{id}/close", close_session)
     app.router.add_get("/api/events", events)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/nodes", list_nodes)

@@ -21,6 +21,7 @@ from aiohttp import web
 from dpkit.collector import freeze_heap
 from dpkit.server.admin import add_admin_routes
 from dpkit.server.assets import AssetCache
+from dpkit.server.cluster.membership import Load, Membership
 from dpkit.server.endpoints import add_routes, cors_middleware
 from dpkit.server.fanout import FanOutJournal
 from dpkit.server.feed import StateFeed
@@ -83,12 +84,26 @@ def build_state(settings: Settings, refusals: Refusals | None = None) -> ServerS
             max_asset_bytes=settings.max_asset_bytes,
         ),
         detached=DetachedSessions(pool, settings.resume_window_s),
+        membership=_membership(settings, pool),
         web_sdk=web_sdk,
         sockets_per_key=ConcurrencyQuota(settings.max_sockets_per_key),
         sockets_per_address=ConcurrencyQuota(settings.max_sockets_per_address),
         token_rate=RateLimiter(settings.rate_per_address, settings.rate_burst),
         socket_rate=RateLimiter(settings.rate_per_address, settings.rate_burst),
         refusals=refusals or Refusals(),
+    )
+
+
+def _membership(settings: Settings, pool: DigitalPersonPool) -> Membership | None:
+    """The node's cluster membership, when it has a Redis; started once it listens."""
+    if not settings.redis_url:
+        return None
+    return Membership(
+        settings.redis_url,
+        settings.node_id,
+        lambda: Load(pool.capacity, pool.in_use, pool.queue_length),
+        heartbeat_s=settings.cluster_heartbeat_s,
+        expiry_s=settings.cluster_expiry_s,
     )
 
 
@@ -117,6 +132,8 @@ def create_app(settings: Settings) -> web.Application:
         logger.debug("%d objects of start-up frozen out of garbage collection", frozen)
         yield
         await journal_tasks.close()
+        if state.membership is not None:
+            await state.membership.close()  # out of the cluster before the sessions end
         # Normally a no-op by now: on_shutdown below already ended the sessions.
         await shutdown(state)
         await state.detached.close()

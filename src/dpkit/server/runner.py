@@ -78,6 +78,10 @@ class DpkitServer:
         )
         await site.start()
         self.port = site.port
+        self.state.url = self.url
+        membership = self.state.membership
+        if membership is not None:
+            await membership.start(self.url)  # its record names the port actually bound
 
     async def stop(self) -> None:
         await self._runner.cleanup()

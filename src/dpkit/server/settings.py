@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shlex
 import tomllib
 from collections.abc import Mapping
@@ -114,6 +115,9 @@ class PersonaSettings:
             )
 
 
+_NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything ``dpkit serve`` needs; the defaults are the embedded default."""
@@ -143,8 +147,13 @@ class Settings:
     #: ``established.settings.microphoneMuteDelay`` (-1: the client never mutes its microphone).
     microphone_mute_delay_ms: int = -1
     log_to_server: bool = False
-    #: Routing id of this node (``accepted.server``).
+    #: Routing id of this node (``accepted.server``), unique in a cluster.
     node_id: str = "node-1"
+    #: The cluster's Redis (``redis://``, ``rediss://`` or ``unix://``); empty: one node alone.
+    redis_url: str = ""
+    #: How often a node renews its record in the cluster, and when a silent one is gone (s).
+    cluster_heartbeat_s: float = 1.0
+    cluster_expiry_s: float = 3.0
     persona: PersonaSettings = field(default_factory=PersonaSettings)
     #: URLs that receive every feed event as a signed POST (see server.webhooks).
     webhook_urls: tuple[str, ...] = ()
@@ -224,6 +233,21 @@ class Settings:
             raise ConfigurationError(
                 f"npm_registry must be an http(s) URL, got {self.npm_registry[:200]!r}"
             )
+        if self.redis_url and urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+            # The URL may hold a password: only its scheme is repeated.
+            raise ConfigurationError(
+                "redis_url must be a redis://, rediss:// or unix:// URL, got one starting "
+                f"{urlsplit(self.redis_url).scheme[:20]!r}"
+            )
+        if not _NODE_ID.fullmatch(self.node_id):
+            raise ConfigurationError(
+                f"node_id must be 1-64 letters, digits, '.', '_' or '-', got {self.node_id[:80]!r}"
+            )
+        if self.cluster_expiry_s < 2 * self.cluster_heartbeat_s:
+            raise ConfigurationError(
+                "cluster_expiry_s must be at least twice cluster_heartbeat_s, got "
+                f"{self.cluster_expiry_s:g} and {self.cluster_heartbeat_s:g}"
+            )
         if self.queue_max_length < 0:
             raise ConfigurationError(
                 f"queue_max_length must not be negative, got {self.queue_max_length}"
@@ -241,6 +265,8 @@ class Settings:
             "socket_heartbeat_s",
             "feed_heartbeat_s",
             "journal_retention_days",
+            "cluster_heartbeat_s",
+            "cluster_expiry_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from dpkit.server.assets import AssetCache
+from dpkit.server.cluster.membership import Membership
 from dpkit.server.feed import StateFeed
 from dpkit.server.journal import Journal, SqliteJournal
 from dpkit.server.keys import KeyStore
@@ -45,6 +47,8 @@ class ServerState:
     assets: AssetCache
     #: Persistent sessions whose client vanished, waiting for it to come back.
     detached: DetachedSessions
+    #: This node's place in the cluster; None for one node alone (no ``redis_url``).
+    membership: Membership | None
     #: Session sockets open per API key and per client address (the limits are settings).
     sockets_per_key: ConcurrencyQuota
     sockets_per_address: ConcurrencyQuota
@@ -63,6 +67,10 @@ class ServerState:
     tokens_in_use: TokenLedger = field(default_factory=TokenLedger)
     #: Connections, requests and sockets refused, by the limit that refused them.
     refusals: Refusals = field(default_factory=Refusals)
+    #: Where clients reach this node (``public_url``, else its own address once it listens).
+    url: str = ""
+    #: When this node started (Unix time).
+    started_at: float = field(default_factory=time.time)
     telemetry_batches: int = 0
     #: Telemetry tokens handed out (the Web SDK asks for one before it opens its socket).
     telemetry_tokens: int = 0
