@@ -22,6 +22,7 @@ from dpkit.collector import freeze_heap
 from dpkit.server.admin import add_admin_routes
 from dpkit.server.assets import AssetCache
 from dpkit.server.cluster.membership import Load, Membership
+from dpkit.server.cluster.placement import Placement
 from dpkit.server.endpoints import add_routes, cors_middleware
 from dpkit.server.fanout import FanOutJournal
 from dpkit.server.feed import StateFeed
@@ -55,6 +56,7 @@ def build_state(settings: Settings, refusals: Refusals | None = None) -> ServerS
         serve_page=settings.serve_page,
     )
     keys = KeyStore.load_or_create(settings.data_dir)
+    signer = TokenSigner(keys.signing_secret)
     pool = DigitalPersonPool(
         settings.capacity,
         settings.persona,
@@ -67,7 +69,7 @@ def build_state(settings: Settings, refusals: Refusals | None = None) -> ServerS
     return ServerState(
         settings=settings,
         keys=keys,
-        signer=TokenSigner(keys.signing_secret),
+        signer=signer,
         pool=pool,
         journal=FanOutJournal([store, feed, metrics]),
         store=store,
@@ -84,7 +86,8 @@ def build_state(settings: Settings, refusals: Refusals | None = None) -> ServerS
             max_asset_bytes=settings.max_asset_bytes,
         ),
         detached=DetachedSessions(pool, settings.resume_window_s),
-        membership=_membership(settings, pool),
+        membership=_membership(settings, pool, keys, signer),
+        placement=Placement(settings.node_id),
         web_sdk=web_sdk,
         sockets_per_key=ConcurrencyQuota(settings.max_sockets_per_key),
         sockets_per_address=ConcurrencyQuota(settings.max_sockets_per_address),
@@ -94,17 +97,41 @@ def build_state(settings: Settings, refusals: Refusals | None = None) -> ServerS
     )
 
 
-def _membership(settings: Settings, pool: DigitalPersonPool) -> Membership | None:
+def _membership(
+    settings: Settings, pool: DigitalPersonPool, keys: KeyStore, signer: TokenSigner
+) -> Membership | None:
     """The node's cluster membership, when it has a Redis; started once it listens."""
     if not settings.redis_url:
         return None
-    return Membership(
+
+    def local_secrets() -> dict[str, str]:
+        return {"signing": keys.signing_secret.hex(), "admin": keys.admin_token}
+
+    def adopt(shared: dict[str, str]) -> None:
+        try:
+            signing = bytes.fromhex(shared["signing"])
+            admin = shared["admin"]
+        except (KeyError, ValueError):
+            logger.error("cluster: the shared secrets in Redis are damaged; keeping this node's")
+            return
+        if len(signing) < 16:
+            logger.error("cluster: the shared signing secret is too short; keeping this node's")
+            return
+        if keys.adopt(signing, admin, keys.webhook_secret):
+            signer.rekey(signing)
+            logger.info("cluster: took the cluster's signing secret and admin token (keys.json)")
+
+    membership = Membership(
         settings.redis_url,
         settings.node_id,
         lambda: Load(pool.capacity, pool.in_use, pool.queue_length),
         heartbeat_s=settings.cluster_heartbeat_s,
         expiry_s=settings.cluster_expiry_s,
+        local_secrets=local_secrets,
+        adopt_secrets=adopt,
     )
+    pool.on_change = membership.beat_soon
+    return membership
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from dpkit.apikey import decode_api_key
 from dpkit.errors import ConfigurationError
+from dpkit.server.cluster.membership import UP
 from dpkit.server.forwarded import ClientView, client_view
 from dpkit.server.origins import origin_allowed
 from dpkit.server.signalling import SignallingSession
@@ -129,7 +130,12 @@ async def token(request: web.Request) -> web.Response:
             f"origin {str(origin)[:100]!r} may not use this API key; its allowed origins: "
             f"{', '.join(record.origins) or 'none (no browser)'}",
         )
-    claims: dict[str, str] = {"sub": record.key_id}
+    url, node = await _place(state, view)
+    # The token is good at the node it names only; what the key allows goes with it, since that
+    # node may not hold this key.
+    claims: dict[str, object] = {"sub": record.key_id, "node": node}
+    if record.persistence:
+        claims["persist"] = True
     resume = request.query.get("sessionId")
     if resume:
         # Session persistence: this token may only resume that session (docs/protocol.md).
@@ -137,7 +143,25 @@ async def token(request: web.Request) -> web.Response:
     jwt = state.signer.issue(
         claims, typ="session", now=time.time(), ttl_s=state.settings.token_ttl_s
     )
-    return web.json_response({"url": socket_url(view, state), "jwt": jwt})
+    return web.json_response({"url": url, "jwt": jwt})
+
+
+async def _place(state: ServerState, view: ClientView) -> tuple[str, str]:
+    """The session socket URL for a new session, and its node: this node alone, else the
+    cluster's choice (:mod:`dpkit.server.cluster.placement`)."""
+    own = state.settings.node_id
+    membership = state.membership
+    if membership is None or membership.status != UP:
+        return socket_url(view, state), own
+    chosen = state.placement.choose(await membership.nodes())
+    state.placement.placed(chosen.node_id)
+    if chosen.node_id == own:
+        return socket_url(view, state), own
+    logger.debug("token placed on node %s (%d free)", chosen.node_id, chosen.free)
+    base = chosen.url.rstrip("/")
+    return base.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + SESSION_PATH, (
+        chosen.node_id
+    )
 
 
 def _bearer(request: web.Request) -> str:
@@ -193,6 +217,10 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
     node = request.match_info.get("node")
     if node is not None and node != state.settings.node_id:
         return _error(404, f"this is node {state.settings.node_id!r}, not {node!r}")
+    placed = claims.get("node")
+    if placed is not None and placed != state.settings.node_id:
+        state.refusals.refuse("token_node", f"socket from {view.address} for node {placed!r}")
+        return _error(401, f"invalid access token: it is for node {str(placed)[:64]!r}")
     token_id = str(claims.get("jti", ""))
     try:
         state.tokens_in_use.open(token_id, float(claims["exp"]), now)
@@ -231,7 +259,8 @@ async def _serve_socket(
         ws,
         key_id,
         client_kind(request.headers.get("User-Agent", "")),
-        persistence=record is not None and record.persistence,
+        # The key may live on the node that issued the token: its claim says what it allows.
+        persistence=record.persistence if record is not None else claims.get("persist") is True,
         resume=resume if isinstance(resume, str) and node is not None else None,
         client_address=view.address,
     )

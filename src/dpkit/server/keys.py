@@ -155,6 +155,22 @@ class KeyStore:
             raise
         return record
 
+    def adopt(self, signing_secret: bytes, admin_token: str, webhook_secret: str) -> bool:
+        """Take the cluster's secrets (the first node's) in place of this node's own, and keep
+        them in ``keys.json``, so ``dpkit`` commands on this node use them too. Whether anything
+        changed."""
+        if (self.signing_secret, self.admin_token, self.webhook_secret) == (
+            signing_secret,
+            admin_token,
+            webhook_secret,
+        ):
+            return False
+        self.signing_secret = signing_secret
+        self.admin_token = admin_token
+        self.webhook_secret = webhook_secret
+        self._save()
+        return True
+
     def _save(self) -> None:
         if self._path is None:
             return

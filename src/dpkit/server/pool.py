@@ -87,6 +87,9 @@ class DigitalPersonPool:
             DigitalPerson(i, persona, renderer, self.broadcast) for i in range(capacity)
         ]
         self._waiters: deque[_Waiter] = deque()
+        #: Called when a Digital Person is taken or freed, or the queue changes (a cluster node
+        #: then writes its record at once).
+        self.on_change: Callable[[], None] | None = None
         self.max_queue = max_queue
         self.max_wait_s = max_wait_s
         self._mean_session_s = INITIAL_SESSION_S
@@ -119,6 +122,7 @@ class DigitalPersonPool:
             if person.holder is None:
                 person.holder, person.key = holder, key
                 logger.debug("person %d reserved (%d/%d)", person.index, self.in_use, self.capacity)
+                self._changed()
                 return person
         return None
 
@@ -175,6 +179,7 @@ class DigitalPersonPool:
             self._announce()
             return
         logger.debug("person %d freed (%d/%d)", person.index, self.in_use, self.capacity)
+        self._changed()
 
     def _in_turn(self) -> list[_Waiter]:
         """The waiters in the order they will be served: fewest held by their key, then first
@@ -185,7 +190,12 @@ class DigitalPersonPool:
                 held[waiter.key] = self.held_by(waiter.key)
         return sorted(self._waiters, key=lambda waiter: held[waiter.key])
 
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
     def _announce(self) -> None:
+        self._changed()
         order = self._in_turn()
         size = len(order)
         for index, waiter in enumerate(order):

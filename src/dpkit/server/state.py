@@ -11,6 +11,7 @@ from aiohttp import web
 
 from dpkit.server.assets import AssetCache
 from dpkit.server.cluster.membership import Membership
+from dpkit.server.cluster.placement import Placement
 from dpkit.server.feed import StateFeed
 from dpkit.server.journal import Journal, SqliteJournal
 from dpkit.server.keys import KeyStore
@@ -49,6 +50,8 @@ class ServerState:
     detached: DetachedSessions
     #: This node's place in the cluster; None for one node alone (no ``redis_url``).
     membership: Membership | None
+    #: Where this node's token endpoint sends new sessions (in a cluster).
+    placement: Placement
     #: Session sockets open per API key and per client address (the limits are settings).
     sockets_per_key: ConcurrencyQuota
     sockets_per_address: ConcurrencyQuota

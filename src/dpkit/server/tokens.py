@@ -32,6 +32,15 @@ class TokenSigner:
 
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
+        #: Secrets replaced by :meth:`rekey`: tokens they signed stay valid until they expire.
+        self._previous: list[bytes] = []
+
+    def rekey(self, secret: bytes) -> None:
+        """Sign with ``secret`` from now on (a node joining its cluster takes the cluster's);
+        tokens signed before still verify."""
+        if secret != self._secret:
+            self._previous = [self._secret, *self._previous][:4]
+            self._secret = secret
 
     def issue(self, claims: dict[str, Any], *, typ: str, now: float, ttl_s: float) -> str:
         header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
@@ -51,7 +60,11 @@ class TokenSigner:
             claims = json.loads(_unb64(payload))
         except (ValueError, json.JSONDecodeError):
             raise InvalidToken("the token is malformed") from None
-        if not hmac.compare_digest(given, self._sign(f"{header}.{payload}")):
+        signed = f"{header}.{payload}"
+        if not any(
+            hmac.compare_digest(given, self._sign(signed, secret))
+            for secret in (self._secret, *self._previous)
+        ):
             raise InvalidToken("the token's signature is not valid for this server")
         if not isinstance(claims, dict) or claims.get("typ") != typ:
             raise InvalidToken(f"the token is not a {typ} token")
@@ -60,5 +73,6 @@ class TokenSigner:
             raise InvalidToken("the token has expired: fetch a new one")
         return claims
 
-    def _sign(self, text: str) -> bytes:
-        return hmac.new(self._secret, text.encode(), hashlib.sha256).digest()
+    def _sign(self, text: str, secret: bytes | None = None) -> bytes:
+        key = self._secret if secret is None else secret
+        return hmac.new(key, text.encode(), hashlib.sha256).digest()

@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from secrets import token_hex
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -30,6 +30,9 @@ from dpkit.tasks import TaskOwner
 logger = logging.getLogger("dpkit.server.cluster")
 
 KEY_PREFIX = "dpkit:node:"
+#: The cluster's shared secrets: the first node's, taken by every node that joins.
+SECRETS_KEY = "dpkit:secrets"
+MAX_SECRET_CHARS = 512
 #: Scanning stops after this many keys: a cluster is a handful of nodes, not thousands.
 MAX_NODES = 1000
 CLOSE_TIMEOUT_S = 2.0
@@ -70,6 +73,8 @@ class Membership:
         heartbeat_s: float = 1.0,
         expiry_s: float = 3.0,
         clock: Callable[[], float] = time.time,
+        local_secrets: Callable[[], dict[str, str]] | None = None,
+        adopt_secrets: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
         self._url = redis_url
         self._node_id = node_id
@@ -77,7 +82,10 @@ class Membership:
         self._heartbeat_s = heartbeat_s
         self._expiry_s = expiry_s
         self._clock = clock
-        self._instance = secrets.token_hex(8)
+        self._local_secrets = local_secrets
+        self._adopt_secrets = adopt_secrets
+        self._wake = asyncio.Event()
+        self._instance = token_hex(8)
         self._started_at = clock()
         self._public_url = ""
         self._redis: Any = None
@@ -121,9 +129,16 @@ class Membership:
         await self.beat()
         self._tasks.spawn(self._heartbeat(), "heartbeat")
 
+    def beat_soon(self) -> None:
+        """Write the record now rather than at the next heartbeat (the load changed)."""
+        self._wake.set()
+
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(self._heartbeat_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._heartbeat_s):
+                    await self._wake.wait()
+            self._wake.clear()
             await self.beat()
 
     async def beat(self) -> None:
@@ -146,6 +161,10 @@ class Membership:
             self.status = DOWN
             return
         if self.status == DOWN:
+            try:
+                await self._share_secrets()
+            except (RedisError, OSError):
+                return  # still down: the next heartbeat tries again
             logger.info(
                 "cluster: node %s registered at Redis %s (expiry %g s)",
                 self._node_id,
@@ -153,6 +172,23 @@ class Membership:
                 self._expiry_s,
             )
         self.status = UP
+
+    async def _share_secrets(self) -> None:
+        """Offer this node's secrets (the first node's win) and take the cluster's."""
+        if self._local_secrets is None or self._adopt_secrets is None:
+            return
+        for name, value in self._local_secrets().items():
+            await self._redis.hsetnx(SECRETS_KEY, name, value)
+        raw = await self._redis.hgetall(SECRETS_KEY)
+        shared: dict[str, str] = {}
+        for name, value in raw.items():
+            try:
+                text_name, text = name.decode(), value.decode()
+            except (AttributeError, UnicodeDecodeError):
+                continue
+            if 0 < len(text) <= MAX_SECRET_CHARS and text.isprintable():
+                shared[text_name] = text
+        self._adopt_secrets(shared)
 
     def _check_not_taken(self, raw: bytes | None) -> None:
         """Say so (once) if another live node writes under this node's id."""
