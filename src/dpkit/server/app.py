@@ -129,6 +129,7 @@ def _membership(
         expiry_s=settings.cluster_expiry_s,
         local_secrets=local_secrets,
         adopt_secrets=adopt,
+        keys=keys,
     )
     pool.on_change = membership.beat_soon
     return membership

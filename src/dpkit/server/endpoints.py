@@ -22,6 +22,7 @@ from aiohttp import web
 from dpkit.apikey import decode_api_key
 from dpkit.errors import ConfigurationError
 from dpkit.server.cluster.membership import UP
+from dpkit.server.cluster.relay import relay
 from dpkit.server.forwarded import ClientView, client_view
 from dpkit.server.origins import origin_allowed
 from dpkit.server.signalling import SignallingSession
@@ -39,6 +40,7 @@ TELEMETRY_TRACES_PATH = "/api/telemetry/v1/traces"
 CROSS_ORIGIN_PATHS = frozenset({TOKEN_PATH, TELEMETRY_JWT_PATH, TELEMETRY_TRACES_PATH})
 #: dpkit's close reason for a socket over a per-key or per-address limit.
 TOO_MANY_SOCKETS = "tooManySockets"
+NO_SESSION_TO_RESUME = "noSessionToResume"
 #: The largest telemetry batch taken (bytes); the SDK's batches are a few KiB.
 MAX_TELEMETRY_BYTES = 256 * 1024
 
@@ -130,16 +132,19 @@ async def token(request: web.Request) -> web.Response:
             f"origin {str(origin)[:100]!r} may not use this API key; its allowed origins: "
             f"{', '.join(record.origins) or 'none (no browser)'}",
         )
-    url, node = await _place(state, view)
-    # The token is good at the node it names only; what the key allows goes with it, since that
-    # node may not hold this key.
-    claims: dict[str, object] = {"sub": record.key_id, "node": node}
+    claims: dict[str, object] = {"sub": record.key_id}
     if record.persistence:
+        # What the key allows goes with the token: the node it names may not hold this key.
         claims["persist"] = True
     resume = request.query.get("sessionId")
     if resume:
-        # Session persistence: this token may only resume that session (docs/protocol.md).
+        # Session persistence: this token may only resume that session (docs/protocol.md). The
+        # client takes it to /server/<owner> here, which relays it to the owner in a cluster.
         claims["resume"] = resume
+        url = socket_url(view, state)
+    else:
+        # A new session: placed in the cluster, the token good at that node only.
+        url, claims["node"] = await _place(state, view)
     jwt = state.signer.issue(
         claims, typ="session", now=time.time(), ttl_s=state.settings.token_ttl_s
     )
@@ -216,7 +221,9 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
         return _error(401, f"invalid access token: {exc}")
     node = request.match_info.get("node")
     if node is not None and node != state.settings.node_id:
-        return _error(404, f"this is node {state.settings.node_id!r}, not {node!r}")
+        if state.membership is None:
+            return _error(404, f"this is node {state.settings.node_id!r}, not {node!r}")
+        return await _relay_to_owner(request, state, view, node)
     placed = claims.get("node")
     if placed is not None and placed != state.settings.node_id:
         state.refusals.refuse("token_node", f"socket from {view.address} for node {placed!r}")
@@ -235,6 +242,39 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
     finally:
         connected = session is not None and session.info.connected_at is not None
         state.tokens_in_use.close(token_id, spent=connected)
+
+
+async def _relay_to_owner(
+    request: web.Request, state: ServerState, view: ClientView, node: str
+) -> web.StreamResponse:
+    """``/server/<node>`` for another node of the cluster: relayed there, or, with no such
+    node alive, ``close {noSessionToResume}`` at once (:mod:`dpkit.server.cluster.relay`)."""
+    assert state.membership is not None
+    owner = next((n for n in await state.membership.nodes() if n.node_id == node), None)
+    settings = state.settings
+    ws = web.WebSocketResponse(
+        heartbeat=settings.socket_heartbeat_s, max_msg_size=4 * settings.max_frame_bytes
+    )
+    await ws.prepare(request)
+    if owner is not None:
+        base = owner.url.rstrip("/").replace("https://", "wss://", 1)
+        target = base.replace("http://", "ws://", 1) + f"/server/{node}?{request.query_string}"
+        headers = {
+            "User-Agent": request.headers.get("User-Agent", "")[:512],
+            "X-Forwarded-For": view.address,
+        }
+        logger.debug("relaying a resume for node %s to %s", node, owner.url)
+        if await relay(ws, target, headers, 4 * settings.max_frame_bytes):
+            return ws
+    session = SignallingSession(
+        state,
+        ws,
+        "",
+        client_kind(request.headers.get("User-Agent", "")),
+        client_address=view.address,
+    )
+    await session.refuse(NO_SESSION_TO_RESUME)
+    return ws
 
 
 async def _serve_socket(

@@ -70,6 +70,8 @@ class KeyStore:
         #: The HMAC key of webhook signatures: its own secret, so a receiver holds no admin power.
         self.webhook_secret = webhook_secret or secrets.token_urlsafe(32)
         self._keys = {key.key_id: key for key in keys}
+        #: Keys other nodes of the cluster hold (checked after this node's own).
+        self._cluster_keys: dict[str, KeyRecord] = {}
         self._path = path
         self._loaded = self._stamp()
 
@@ -101,9 +103,10 @@ class KeyStore:
         return list(self._keys.values())
 
     def check(self, key_id: str | None, secret: str | None) -> KeyRecord | None:
-        """The key record if ``key_id`` exists and ``secret`` matches it, else None."""
+        """The key record if ``key_id`` exists (here, else in the cluster) and ``secret``
+        matches it, else None."""
         self._refresh()
-        record = self._keys.get(key_id or "")
+        record = self._keys.get(key_id or "") or self._cluster_keys.get(key_id or "")
         if record is None or secret is None:
             return None
         if not hmac.compare_digest(record.secret.encode(), secret.encode()):
@@ -111,7 +114,16 @@ class KeyStore:
         return record
 
     def get(self, key_id: str) -> KeyRecord | None:
-        return self._keys.get(key_id)
+        return self._keys.get(key_id) or self._cluster_keys.get(key_id)
+
+    def own_keys(self) -> list[KeyRecord]:
+        """This node's keys (from its keys.json, reread if ``dpkit keys`` changed it)."""
+        self._refresh()
+        return list(self._keys.values())
+
+    def set_cluster_keys(self, records: list[KeyRecord]) -> None:
+        """The keys the cluster's other nodes hold, as Redis has them now."""
+        self._cluster_keys = {record.key_id: record for record in records}
 
     @property
     def path(self) -> Path | None:
@@ -244,6 +256,29 @@ class KeyStore:
         if not complete:
             store._save()  # a key file from before these secrets: keep the new ones
         return store
+
+
+def key_to_json(record: KeyRecord) -> str:
+    """A key as the cluster shares it (in Redis, which only the cluster's nodes reach)."""
+    return json.dumps(asdict(record), separators=(",", ":"))
+
+
+def key_from_json(raw: bytes | str) -> KeyRecord:
+    """A key shared by another node; ValueError for anything that is not one."""
+    if len(raw) > 8192:
+        raise ValueError("a shared key is longer than 8192 bytes")
+    try:
+        item = json.loads(raw)
+        if not isinstance(item, dict):
+            raise ValueError("a shared key is not a JSON object")
+        for name in ("key_id", "secret", "label"):
+            if not isinstance(item.get(name), str) or not 0 < len(item[name]) <= 256:
+                raise ValueError(f"a shared key's {name} is not a short string")
+        if not isinstance(item.get("persistence", False), bool):
+            raise ValueError("a shared key's persistence is not true or false")
+        return _record(item)
+    except (TypeError, KeyError, ConfigurationError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a shared key: {exc}") from None
 
 
 def _record(item: dict[str, object]) -> KeyRecord:

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from dpkit.server.cluster.nodes import BadRecord, NodeRecord
+from dpkit.server.keys import KeyStore, key_from_json, key_to_json
 from dpkit.tasks import TaskOwner
 
 logger = logging.getLogger("dpkit.server.cluster")
@@ -32,6 +33,11 @@ logger = logging.getLogger("dpkit.server.cluster")
 KEY_PREFIX = "dpkit:node:"
 #: The cluster's shared secrets: the first node's, taken by every node that joins.
 SECRETS_KEY = "dpkit:secrets"
+#: Every node's API keys, by key id: a key any node holds opens sessions at every node.
+KEYS_KEY = "dpkit:keys"
+MAX_SHARED_KEYS = 10_000
+#: Heartbeats between rewriting every key, changed or not.
+REPUBLISH_EVERY = 10
 MAX_SECRET_CHARS = 512
 #: Scanning stops after this many keys: a cluster is a handful of nodes, not thousands.
 MAX_NODES = 1000
@@ -75,6 +81,7 @@ class Membership:
         clock: Callable[[], float] = time.time,
         local_secrets: Callable[[], dict[str, str]] | None = None,
         adopt_secrets: Callable[[dict[str, str]], None] | None = None,
+        keys: KeyStore | None = None,
     ) -> None:
         self._url = redis_url
         self._node_id = node_id
@@ -84,6 +91,10 @@ class Membership:
         self._clock = clock
         self._local_secrets = local_secrets
         self._adopt_secrets = adopt_secrets
+        self._keys = keys
+        #: This node's keys as last written to Redis (id -> JSON), to write only changes.
+        self._published: dict[str, str] = {}
+        self._beats = 0
         self._wake = asyncio.Event()
         self._instance = token_hex(8)
         self._started_at = clock()
@@ -161,6 +172,7 @@ class Membership:
             self.status = DOWN
             return
         if self.status == DOWN:
+            self._published = {}  # Redis may have come back empty: write every key again
             try:
                 await self._share_secrets()
             except (RedisError, OSError):
@@ -172,6 +184,39 @@ class Membership:
                 self._expiry_s,
             )
         self.status = UP
+        try:
+            await self._share_keys()
+        except (RedisError, OSError):
+            logger.debug("cluster: could not share API keys this heartbeat")
+
+    async def _share_keys(self) -> None:
+        """Write this node's keys (new, changed, removed) and read every node's."""
+        if self._keys is None:
+            return
+        own = {record.key_id: key_to_json(record) for record in self._keys.own_keys()}
+        self._beats += 1
+        if self._beats % REPUBLISH_EVERY == 0:
+            self._published = {}  # a Redis restarted between two heartbeats lost them
+        changed = {
+            key_id: text for key_id, text in own.items() if self._published.get(key_id) != text
+        }
+        removed = [key_id for key_id in self._published if key_id not in own]
+        if changed:
+            await self._redis.hset(KEYS_KEY, mapping=changed)
+        if removed:
+            await self._redis.hdel(KEYS_KEY, *removed)
+        self._published = own
+        shared = []
+        raw = await self._redis.hgetall(KEYS_KEY)
+        for key_id, value in list(raw.items())[:MAX_SHARED_KEYS]:
+            try:
+                record = key_from_json(value)
+            except ValueError as exc:
+                logger.debug("cluster: ignoring shared key %r: %s", key_id[:40], exc)
+                continue
+            if record.key_id not in own:
+                shared.append(record)
+        self._keys.set_cluster_keys(shared)
 
     async def _share_secrets(self) -> None:
         """Offer this node's secrets (the first node's win) and take the cluster's."""
