@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from dpkit.server.cluster.metrics import render_cluster_metrics
 from dpkit.server.cluster.nodes import NodeRecord
@@ -84,9 +85,7 @@ async def close_session(request: web.Request) -> web.Response:
     """``POST /api/sessions/{id}/close`` with optional ``{"reason": ...}``: end a live session."""
     _require_admin(request)
     state = request.app[STATE]
-    session = state.sessions.get(request.match_info["id"])
-    if session is None:
-        return web.json_response({"error": "no such live session"}, status=404)
+    session_id = request.match_info["id"]
     reason = "normal"
     if request.can_read_body:
         with contextlib.suppress(ValueError):
@@ -97,8 +96,52 @@ async def close_session(request: web.Request) -> web.Response:
         return web.json_response(
             {"error": "reason must be a word of letters, digits, _ or - (at most 64)"}, status=400
         )
+    session = state.sessions.get(session_id)
+    if session is None:
+        return await _close_elsewhere(state, session_id, reason)
     await session.end(reason)
-    return web.json_response({"sessionId": session.session_id, "reason": reason})
+    return web.json_response(
+        {"sessionId": session.session_id, "reason": reason, "node": state.settings.node_id}
+    )
+
+
+async def _close_elsewhere(state: ServerState, session_id: str, reason: str) -> web.Response:
+    """A session this node does not hold: its owner in the cluster is asked to close it."""
+    events = state.cluster_events
+    owner = None
+    if events is not None and len(session_id) <= 128:
+        with contextlib.suppress(RedisError, OSError):  # Redis away: no cluster to ask
+            owner = await events.owner_of(session_id)
+            if owner is not None:
+                await events.ask_to_close(owner, session_id, reason)
+    if owner is None:
+        return web.json_response({"error": "no such live session"}, status=404)
+    return web.json_response({"sessionId": session_id, "reason": reason, "node": owner}, status=202)
+
+
+async def cluster_sessions(request: web.Request) -> web.Response:
+    """``GET /api/cluster/sessions``: every node's live sessions, a gone node's ``lost``."""
+    _require_admin(request)
+    state = request.app[STATE]
+    if state.cluster_events is None or state.membership is None:
+        live = [
+            {
+                "node": state.settings.node_id,
+                "socketId": session.info.socket_id,
+                "sessionId": session.info.session_id,
+                "lost": False,
+            }
+            for session in state.live
+        ]
+        return web.json_response({"sessions": live})
+    nodes = {node.node_id for node in await state.membership.nodes()}
+    try:
+        sessions = await state.cluster_events.sessions(nodes)
+    except (RedisError, OSError) as exc:  # Redis away: say so rather than show half of it
+        return web.json_response(
+            {"error": f"the cluster is unreachable: {type(exc).__name__}"}, status=503
+        )
+    return web.json_response({"sessions": sessions})
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -120,7 +163,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     # Subscribed before the reader hears anything: once it has the first bytes, it misses no
     # event. A subscription's next() can be timed out without ending it (a generator's cannot:
     # the timeout would close it, and the next read would raise StopAsyncIteration).
-    with state.feed.subscription() as subscription:
+    # A cluster node's stream carries every node's events (each with its ``node``).
+    with state.feed.subscription(cluster=True) as subscription:
         try:
             await response.prepare(request)
             await response.write(b": dpkit session feed\n\n")
@@ -204,3 +248,4 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_get("/api/events", events)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/nodes", list_nodes)
+    app.router.add_get("/api/cluster/sessions", cluster_sessions)

@@ -21,6 +21,7 @@ from aiohttp import web
 from dpkit.collector import freeze_heap
 from dpkit.server.admin import add_admin_routes
 from dpkit.server.assets import AssetCache
+from dpkit.server.cluster.events import CloseSession, ClusterEvents
 from dpkit.server.cluster.membership import Load, Membership
 from dpkit.server.cluster.placement import Placement
 from dpkit.server.endpoints import add_routes, cors_middleware
@@ -135,6 +136,19 @@ def _membership(
     return membership
 
 
+def _closer(state: ServerState) -> CloseSession:
+    """Ends a live session of this node that another node was asked to close."""
+
+    async def close(session_id: str, reason: str) -> bool:
+        session = state.sessions.get(session_id)
+        if session is None:
+            return False
+        await session.end(reason)
+        return True
+
+    return close
+
+
 def create_app(settings: Settings) -> web.Application:
     """The aiohttp application for ``settings``."""
     app = web.Application(middlewares=[cors_middleware])
@@ -151,6 +165,11 @@ def create_app(settings: Settings) -> web.Application:
         end_sessions_left_live(state, now)
         prune_journal(state, now)
         state.webhooks.start()
+        if settings.redis_url:
+            state.cluster_events = ClusterEvents(
+                settings.redis_url, settings.node_id, state.feed, _closer(state)
+            )
+            state.cluster_events.start()
         journal_tasks = TaskOwner("journal")
         journal_tasks.spawn(prune_periodically(state), "prune")
         logger.info("serving %d Digital Person(s) of %s", settings.capacity, settings.persona.name)
@@ -162,6 +181,8 @@ def create_app(settings: Settings) -> web.Application:
         await journal_tasks.close()
         if state.membership is not None:
             await state.membership.close()  # out of the cluster before the sessions end
+        if state.cluster_events is not None:
+            await state.cluster_events.close()
         # Normally a no-op by now: on_shutdown below already ended the sessions.
         await shutdown(state)
         await state.detached.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from types import TracebackType
 from typing import Any
 
@@ -24,16 +24,31 @@ class StateFeed:
 
     def __init__(self) -> None:
         self._subscribers: set[asyncio.Queue[FeedEvent]] = set()
+        #: The subscribers that also want the other nodes' events (a cluster's event stream).
+        self._cluster_subscribers: set[asyncio.Queue[FeedEvent]] = set()
         self._ids: dict[str, str] = {}
         self._sequence = itertools.count(1)
+        #: Given each of this node's own events (a cluster node passes them on to the others).
+        self.on_local: Callable[[FeedEvent], None] | None = None
 
     @property
     def subscribers(self) -> int:
         return len(self._subscribers)
 
     def publish(self, event: FeedEvent) -> None:
+        """One of this node's events: to every subscriber (webhooks too)."""
+        if self.on_local is not None:
+            self.on_local(event)
+        self._deliver(event, self._subscribers)
+
+    def publish_remote(self, event: FeedEvent) -> None:
+        """Another node's event: only to the subscribers that asked for the cluster's. Webhooks
+        do not get it here (its own node sends those), so each goes out once."""
+        self._deliver(event, self._subscribers & self._cluster_subscribers)
+
+    def _deliver(self, event: FeedEvent, queues: set[asyncio.Queue[FeedEvent]]) -> None:
         event = {"seq": next(self._sequence), **event}
-        for queue in self._subscribers:
+        for queue in queues:
             if queue.full():
                 queue.get_nowait()
             queue.put_nowait(event)
@@ -44,7 +59,7 @@ class StateFeed:
             while True:
                 yield await subscription.next()
 
-    def subscription(self) -> Subscription:
+    def subscription(self, *, cluster: bool = False) -> Subscription:
         """A subscription that holds every event from this call on, until it is closed.
 
         Unlike :meth:`subscribe`, whose generator subscribes only when first iterated, it is
@@ -53,7 +68,9 @@ class StateFeed:
         """
         queue: asyncio.Queue[FeedEvent] = asyncio.Queue(SUBSCRIBER_BACKLOG)
         self._subscribers.add(queue)
-        return Subscription(queue, self._subscribers)
+        if cluster:
+            self._cluster_subscribers.add(queue)
+        return Subscription(queue, self._subscribers, self._cluster_subscribers)
 
     # --- the journal protocol ---------------------------------------------------------------
 
@@ -93,16 +110,21 @@ class StateFeed:
 
     def close(self) -> None:
         self._subscribers.clear()
+        self._cluster_subscribers.clear()
 
 
 class Subscription:
     """One subscriber's queue of events; ``close()`` (or leaving its ``with``) unsubscribes."""
 
     def __init__(
-        self, queue: asyncio.Queue[FeedEvent], subscribers: set[asyncio.Queue[FeedEvent]]
+        self,
+        queue: asyncio.Queue[FeedEvent],
+        subscribers: set[asyncio.Queue[FeedEvent]],
+        cluster_subscribers: set[asyncio.Queue[FeedEvent]],
     ) -> None:
         self._queue = queue
         self._subscribers = subscribers
+        self._cluster_subscribers = cluster_subscribers
 
     async def next(self) -> FeedEvent:
         """The oldest event not yet read, waiting for one if there is none."""
@@ -110,6 +132,7 @@ class Subscription:
 
     def close(self) -> None:
         self._subscribers.discard(self._queue)
+        self._cluster_subscribers.discard(self._queue)
 
     def __enter__(self) -> Subscription:
         return self

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from dpkit.server.assets import AssetCache
+from dpkit.server.cluster.events import ClusterEvents
 from dpkit.server.cluster.membership import Membership
 from dpkit.server.cluster.placement import Placement
 from dpkit.server.feed import StateFeed
@@ -60,6 +61,8 @@ class ServerState:
     socket_rate: RateLimiter
     #: The page's Web SDK: where it is served from, fetched from the registry on first need.
     web_sdk: WebSdkProvider
+    #: The cluster's events, live sessions and closes; None for one node alone.
+    cluster_events: ClusterEvents | None = None
     #: Every open session socket.
     live: set[SignallingSession] = field(default_factory=set)
     #: Accepted sessions by session id.
