@@ -160,10 +160,11 @@ class ClusterEvents:
 
     async def sessions(self, live_nodes: set[str]) -> list[dict[str, Any]]:
         """Every node's live sessions, each with its ``node``; a gone node's are ``lost``."""
+        redis = self._client()
         found: list[dict[str, Any]] = []
-        async for key in self._redis.scan_iter(match=SESSIONS_PREFIX + "*", count=100):
+        async for key in redis.scan_iter(match=SESSIONS_PREFIX + "*", count=100):
             node = (key.decode() if isinstance(key, bytes) else key)[len(SESSIONS_PREFIX) :]
-            entries = await self._redis.hgetall(key)
+            entries = await redis.hgetall(key)
             for raw in list(entries.values())[:10_000]:
                 with contextlib.suppress(ValueError, TypeError):
                     entry = json.loads(raw)
@@ -181,7 +182,12 @@ class ClusterEvents:
 
     async def ask_to_close(self, node: str, session_id: str, reason: str) -> None:
         body = {"close": session_id, "reason": reason, "from": self._node_id}
-        await self._redis.publish(CONTROL_PREFIX + node, json.dumps(body))
+        await self._client().publish(CONTROL_PREFIX + node, json.dumps(body))
+
+    def _client(self) -> Any:
+        if self._redis is None:
+            raise ConnectionError("the cluster's events are closed")
+        return self._redis
 
     async def close(self) -> None:
         await self._tasks.close()

@@ -103,6 +103,7 @@ class Membership:
         self._tasks = TaskOwner("cluster")
         self.status = DOWN
         self._clash_reported = False
+        self._closed = False
         #: Heartbeats that failed since the server started (Redis unreachable).
         self.failures = 0
 
@@ -145,7 +146,9 @@ class Membership:
         self._wake.set()
 
     async def _heartbeat(self) -> None:
-        while True:
+        # Checked as well as cancellation: in Python 3.11 a cancel that lands as the wait's
+        # own timeout fires can be taken for the timeout.
+        while not self._closed:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._heartbeat_s):
                     await self._wake.wait()
@@ -156,11 +159,12 @@ class Membership:
         """Write this node's record with its expiry; note whether Redis answered."""
         from redis.exceptions import RedisError
 
+        redis = self._redis
+        if redis is None:
+            return  # closed
         try:
-            self._check_not_taken(await self._redis.get(self.key))
-            await self._redis.set(
-                self.key, self.record().to_json(), px=round(self._expiry_s * 1000)
-            )
+            self._check_not_taken(await redis.get(self.key))
+            await redis.set(self.key, self.record().to_json(), px=round(self._expiry_s * 1000))
         except (RedisError, OSError) as exc:
             self.failures += 1
             if self.status == UP or self.failures == 1:
@@ -174,7 +178,7 @@ class Membership:
         if self.status == DOWN:
             self._published = {}  # Redis may have come back empty: write every key again
             try:
-                await self._share_secrets()
+                await self._share_secrets(redis)
             except (RedisError, OSError):
                 return  # still down: the next heartbeat tries again
             logger.info(
@@ -185,11 +189,11 @@ class Membership:
             )
         self.status = UP
         try:
-            await self._share_keys()
+            await self._share_keys(redis)
         except (RedisError, OSError):
             logger.debug("cluster: could not share API keys this heartbeat")
 
-    async def _share_keys(self) -> None:
+    async def _share_keys(self, redis: Any) -> None:
         """Write this node's keys (new, changed, removed) and read every node's."""
         if self._keys is None:
             return
@@ -202,12 +206,12 @@ class Membership:
         }
         removed = [key_id for key_id in self._published if key_id not in own]
         if changed:
-            await self._redis.hset(KEYS_KEY, mapping=changed)
+            await redis.hset(KEYS_KEY, mapping=changed)
         if removed:
-            await self._redis.hdel(KEYS_KEY, *removed)
+            await redis.hdel(KEYS_KEY, *removed)
         self._published = own
         shared = []
-        raw = await self._redis.hgetall(KEYS_KEY)
+        raw = await redis.hgetall(KEYS_KEY)
         for key_id, value in list(raw.items())[:MAX_SHARED_KEYS]:
             try:
                 record = key_from_json(value)
@@ -218,13 +222,13 @@ class Membership:
                 shared.append(record)
         self._keys.set_cluster_keys(shared)
 
-    async def _share_secrets(self) -> None:
+    async def _share_secrets(self, redis: Any) -> None:
         """Offer this node's secrets (the first node's win) and take the cluster's."""
         if self._local_secrets is None or self._adopt_secrets is None:
             return
         for name, value in self._local_secrets().items():
-            await self._redis.hsetnx(SECRETS_KEY, name, value)
-        raw = await self._redis.hgetall(SECRETS_KEY)
+            await redis.hsetnx(SECRETS_KEY, name, value)
+        raw = await redis.hgetall(SECRETS_KEY)
         shared: dict[str, str] = {}
         for name, value in raw.items():
             try:
@@ -258,16 +262,17 @@ class Membership:
         from redis.exceptions import RedisError
 
         own = self.record()
-        if self._redis is None or self.status == DOWN:
+        redis = self._redis
+        if redis is None or self.status == DOWN:
             return [own]
         found: dict[str, NodeRecord] = {own.node_id: own}
         try:
             keys = []
-            async for key in self._redis.scan_iter(match=KEY_PREFIX + "*", count=100):
+            async for key in redis.scan_iter(match=KEY_PREFIX + "*", count=100):
                 keys.append(key)
                 if len(keys) >= MAX_NODES:
                     break
-            values = await self._redis.mget(keys) if keys else []
+            values = await redis.mget(keys) if keys else []
         except (RedisError, OSError):
             return [own]
         for key, value in zip(keys, values, strict=True):
@@ -286,6 +291,7 @@ class Membership:
         """Stop renewing and leave the cluster at once (bounded). Idempotent."""
         from redis.exceptions import RedisError
 
+        self._closed = True
         await self._tasks.close()
         client, self._redis = self._redis, None
         if client is None:
