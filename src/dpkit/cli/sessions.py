@@ -13,6 +13,7 @@ from dpkit.cli.parsers import (
     add_data_dir_options,
     columns,
     command_parser,
+    http_url,
     identifier,
     int_in_range,
     shown,
@@ -30,6 +31,8 @@ Read the session journal that 'dpkit serve' keeps in its data directory (SQLite)
   dpkit sessions list               the most recent sessions, newest first
   dpkit sessions show SESSION_ID    one session's timeline: each state with its time, queue
                                     waits, camera changes and how it ended
+  dpkit sessions cluster [URL]      every node's live sessions, asked of any node of a cluster
+                                    (its admin API; a gone node's sessions are shown lost)
 
 SESSION_ID is the id connect() returned, or the start of one that matches one session (a
 socket id works too, for sockets that never got a session, such as those refused with noScene).
@@ -64,14 +67,82 @@ def add_parser(commands: Any) -> None:
         metavar="SESSION_ID",
         help="a session id, a socket id, or the start of one that matches one session",
     )
-    for action in (listing, show):
+    cluster = command_parser(
+        actions,
+        "cluster",
+        "every node's live sessions, from a node of the cluster's admin API",
+        DESCRIPTION,
+    )
+    cluster.add_argument(
+        "url",
+        nargs="?",
+        type=http_url,
+        default="http://127.0.0.1:8080",
+        help="any node of the cluster (default %(default)s)",
+    )
+    cluster.add_argument("--admin-token", metavar="TOKEN", help="the cluster's admin token")
+    for action in (listing, show, cluster):
         add_data_dir_options(action)
         action.add_argument("--json", action="store_true", help="print JSON (see above)")
-    parser.set_defaults(run=run, session_id=None, limit=20)
+    parser.set_defaults(run=run, session_id=None, limit=20, url=None, admin_token=None)
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    """``dpkit sessions cluster``: GET /api/cluster/sessions of a node."""
+    import asyncio
+
+    import aiohttp
+
+    from dpkit.cli.watch import find_admin_token
+    from dpkit.errors import ConfigurationError
+
+    try:
+        token = find_admin_token(args.admin_token, args.data_dir, args.config)
+    except ConfigurationError as exc:
+        return _fail(f"no admin token: {exc.message}; or pass --admin-token", 2)
+
+    async def fetch() -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token.token}"}
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.get(args.url + "/api/cluster/sessions", headers=headers) as response,
+        ):
+            return response.status, await response.json(content_type=None)
+
+    try:
+        status, body = asyncio.run(fetch())
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return _fail(f"cannot read {args.url}: {exc or type(exc).__name__}", 1)
+    if status != 200 or not isinstance(body, dict):
+        return _fail(f"{args.url} answered HTTP {status}: {shown(str(body)[:300])}", 1)
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    rows = [("node", "session id", "state", "since")]
+    for entry in body.get("sessions", []):
+        lost = " (lost: its node is gone)" if entry.get("lost") else ""
+        since = entry.get("since")
+        rows.append(
+            (
+                str(entry.get("node")),
+                str(entry.get("sessionId") or f"socket {entry.get('socketId')}"),
+                f"{entry.get('state') or '-'}{lost}",
+                _clock(since if isinstance(since, int | float) else None, milliseconds=False),
+            )
+        )
+    if len(rows) == 1:
+        print(f"no live sessions in the cluster of {args.url}")
+        return 0
+    print("\n".join(columns(rows)))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     import sqlite3
+
+    if args.action == "cluster":
+        return _cluster(args)
 
     from dpkit.errors import ConfigurationError
     from dpkit.server.journal import JOURNAL_FILE, SqliteJournal

@@ -178,8 +178,11 @@ def describe(event: dict[str, Any]) -> str:
         what = f"ended: {event.get('reason')}"
     else:
         what = json.dumps(event)
-    # The id is never cut: a longer one pushes the rest of the line along.
-    return f"{at}  {who:<28} {what}"
+    # The id is never cut: a longer one pushes the rest of the line along. A cluster's
+    # stream says which node each event is from.
+    node = event.get("node")
+    where = f"{str(node)[:64]}  " if isinstance(node, str) and node else ""
+    return f"{at}  {where}{who:<28} {what}"
 
 
 def _is_time(value: object) -> bool:
