@@ -257,6 +257,19 @@ def print_banner(server: DpkitServer, console: Console, *, config_file: Path | N
     console.print(
         f"  page Web SDK:    {server.state.web_sdk.describe()}", markup=False, soft_wrap=True
     )
+    membership = server.state.membership
+    if membership is not None:
+        from dpkit.server.cluster.membership import redacted
+
+        joined = (
+            "joined" if membership.status == "up" else "Redis unreachable: serving alone for now"
+        )
+        console.print(
+            f"  cluster:         node {settings.node_id} on {redacted(settings.redis_url)} "
+            f"({joined})",
+            markup=False,
+            soft_wrap=True,
+        )
 
     # The hints are printed as they are (no markup, never wrapped mid-command), to be pasted.
     def line(text: str) -> None:

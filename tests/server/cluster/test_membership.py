@@ -126,6 +126,9 @@ async def test_a_node_killed_with_sigkill_leaves_within_the_expiry(
         gone_after = time.monotonic() - killed
     # Within the expiry of its last heartbeat (and the poll's own granularity).
     assert gone_after <= EXPIRY_S + 0.3
+    # Its banner said it joined, and never showed the Redis password (there is none here).
+    assert "cluster:         node n2 on redis://127.0.0.1" in two.log()
+    assert "(joined)" in two.log()
 
 
 async def test_a_node_that_stops_leaves_at_once(
