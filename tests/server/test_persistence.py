@@ -47,6 +47,10 @@ async def connect_and_vanish(key: str, state_home: Path, server: DpkitServer) ->
             within=10 * UNIT,
         )
         (session_id,) = server.state.sessions
+        # The client stores its session once connect() has returned, a moment after the server
+        # sent `connected`: kill it only once it has.
+        store = FileSessionStore(state_home / "dpkit" / "sessions.json")
+        await until(lambda: store.load(key) is not None, within=10 * UNIT)
         process.send_signal(signal.SIGKILL)
     finally:
         await process.wait()

@@ -18,8 +18,8 @@ import time
 from dataclasses import asdict
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
+from dpkit.server.cluster.membership import redis_errors
 from dpkit.server.cluster.metrics import render_cluster_metrics
 from dpkit.server.cluster.nodes import NodeRecord
 from dpkit.server.media_metrics import render_media_metrics
@@ -110,7 +110,7 @@ async def _close_elsewhere(state: ServerState, session_id: str, reason: str) -> 
     events = state.cluster_events
     owner = None
     if events is not None and len(session_id) <= 128:
-        with contextlib.suppress(RedisError, OSError):  # Redis away: no cluster to ask
+        with contextlib.suppress(*redis_errors()):  # Redis away: no cluster to ask
             owner = await events.owner_of(session_id)
             if owner is not None:
                 await events.ask_to_close(owner, session_id, reason)
@@ -137,7 +137,7 @@ async def cluster_sessions(request: web.Request) -> web.Response:
     nodes = {node.node_id for node in await state.membership.nodes()}
     try:
         sessions = await state.cluster_events.sessions(nodes)
-    except (RedisError, OSError) as exc:  # Redis away: say so rather than show half of it
+    except redis_errors() as exc:  # Redis away: say so rather than show half of it
         return web.json_response(
             {"error": f"the cluster is unreachable: {type(exc).__name__}"}, status=503
         )

@@ -56,6 +56,14 @@ class Load:
     waiting: int
 
 
+def redis_errors() -> tuple[type[BaseException], ...]:
+    """What a call to Redis raises when Redis is away (redis is imported only by a cluster
+    node: a server without the ``server`` extra never reaches here)."""
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError)
+
+
 def redacted(url: str) -> str:
     """``url`` without its user name and password, for logs and errors."""
     parts = urlsplit(url)
