@@ -41,24 +41,14 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Page, async_playwright
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS  # as the tests launch it
+
 from dpkit import Scene, SyntheticDevices
 from dpkit.server.endpoints import TOKEN_PATH
 from dpkit.server.keys import KeyStore
 
-CHROMIUM = "/usr/bin/chromium"
-# As tests/browser/conftest.py launches it.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--autoplay-policy=no-user-gesture-required",
-]
 NO_DEVICES = "request_microphone=0&request_camera=0&require_microphone=0&require_camera=0"
 CONNECTED = (
     "window.dpkitPage.sessionId !== null"

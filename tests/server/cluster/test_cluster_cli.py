@@ -37,16 +37,24 @@ async def test_sessions_cluster_and_watch_through_node_1_see_node_3(
 
     await eventually(both)
     token = one.admin_token
-    watching = asyncio.ensure_future(
-        _dpkit("watch", one.url, "--admin-token", token, "--json", "--max-events", "5")
+    watcher = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dpkit",
+        *("watch", one.url, "--admin-token", token, "--json", "--max-events", "5"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    await asyncio.sleep(1.5 * UNIT)  # the watcher has subscribed
+    assert watcher.stderr is not None
+    # It says "following <url>" once the server has it subscribed.
+    said = await asyncio.wait_for(watcher.stderr.readline(), 30 * UNIT)
+    assert said.startswith(b"following"), said
     scene = Scene(three.api_key(), requested_media_devices={}, required_media_devices={})
     session_id = await scene.connect()
     try:
-        code, out, err = await watching
-        assert code == 0, err
-        events = [json.loads(line) for line in out.splitlines()]
+        out_bytes, err_bytes = await asyncio.wait_for(watcher.communicate(), 30 * UNIT)
+        assert watcher.returncode == 0, err_bytes.decode()
+        events = [json.loads(line) for line in out_bytes.decode().splitlines()]
         assert {event["node"] for event in events} == {"n3"}
         assert "Connected" in [event.get("state") for event in events]
 

@@ -23,6 +23,7 @@ from dpkit.server.persona_media.encoding import (
     _Channel,
 )
 from dpkit.server.persona_media.face import FaceRenderer
+from tests.support import until
 
 WIDTH, HEIGHT, FPS = 96, 72, 15.0
 
@@ -121,8 +122,9 @@ async def test_requests_waiting_when_the_worker_goes_away_fail_by_name() -> None
     channel = _Channel(ours)
     try:
         waiting = [asyncio.ensure_future(channel.ask(("video", n))) for n in range(3)]
-        await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(theirs.poll, 5)
         assert theirs.recv() == ("video", 0)
+        await until(lambda: len(channel._answers) == 3)  # all three are waiting
         theirs.send("first answer")
         theirs.close()
         outcomes = await asyncio.gather(*waiting, return_exceptions=True)

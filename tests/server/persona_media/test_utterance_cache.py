@@ -11,6 +11,7 @@ import pytest
 
 from dpkit.server.persona_media.utterance_cache import UtteranceCache
 from dpkit.server.persona_media.voice import SPOKEN, EspeakVoice, Utterance
+from tests.support import until
 
 
 class Synth:
@@ -41,7 +42,8 @@ async def test_concurrent_requests_for_the_same_words_share_one_synthesis() -> N
     cache, synth = UtteranceCache(), Synth()
     synth.release.clear()
     waiting = [asyncio.ensure_future(cache.get_or_speak("hi", synth)) for _ in range(20)]
-    await asyncio.sleep(0.05)
+    await until(lambda: synth.calls == 1)  # the first is synthesising; the others wait on it
+    assert cache.hits == 19
     synth.release.set()
     results = await asyncio.gather(*waiting)
     assert synth.calls == 1
@@ -56,8 +58,15 @@ async def test_a_failure_reaches_every_waiter_and_is_not_kept() -> None:
         gate.wait(5)
         raise RuntimeError("no voice")
 
-    waiting = [asyncio.ensure_future(cache.get_or_speak("x", broken)) for _ in range(3)]
-    await asyncio.sleep(0.05)
+    entered = threading.Event()
+
+    def broken_entered() -> Utterance:
+        entered.set()
+        return broken()
+
+    waiting = [asyncio.ensure_future(cache.get_or_speak("x", broken_entered)) for _ in range(3)]
+    await until(entered.is_set)
+    assert cache.hits == 2  # the other two wait on the first
     gate.set()
     outcomes = await asyncio.gather(*waiting, return_exceptions=True)
     assert all(isinstance(outcome, RuntimeError) for outcome in outcomes)

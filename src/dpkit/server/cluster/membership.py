@@ -171,7 +171,8 @@ class Membership:
         if redis is None:
             return  # closed
         try:
-            self._check_not_taken(await redis.get(self.key))
+            if self.status == DOWN:  # registering: another live node may hold this id
+                self._check_not_taken(await redis.get(self.key))
             await redis.set(self.key, self.record().to_json(), px=round(self._expiry_s * 1000))
         except (RedisError, OSError) as exc:
             self.failures += 1

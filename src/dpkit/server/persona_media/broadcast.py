@@ -221,7 +221,6 @@ class BroadcastStats:
     own_audio_frames: int
     video_on_shared: int
     video_on_own: int
-    audio_subscriptions: int
 
 
 class PersonaBroadcast:
@@ -276,13 +275,7 @@ class PersonaBroadcast:
             own_audio_frames=self._counts["own_audio"],
             video_on_shared=sum(sub.on_shared for sub in self._video),
             video_on_own=sum(not sub.on_shared for sub in self._video),
-            audio_subscriptions=len(self._audio),
         )
-
-    async def start(self) -> None:
-        """Get the encoding ready ahead of the first session (a worker process takes a while)."""
-        self._check_open()
-        await self._encoding.start()
 
     # -- subscriptions -----------------------------------------------------------------------
 
