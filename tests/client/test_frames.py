@@ -81,13 +81,14 @@ async def test_a_slow_reader_keeps_memory_flat_and_reads_current_frames(tmp_path
             loop = asyncio.get_running_loop()
             started = loop.time()
             samples: list[tuple[float, int, int]] = []
-            lags: list[tuple[float, float]] = []
+            lags: list[tuple[float, float, float]] = []
             try:
                 while loop.time() - started < RUN_S:
                     frame = await anext(video)
                     sound = await anext(audio)
                     lags.append(
                         (
+                            loop.time() - started,
                             newest["VideoFrame"] - float(frame.time or 0.0),
                             newest["AudioFrame"] - float(sound.time or 0.0),
                         )
@@ -102,7 +103,11 @@ async def test_a_slow_reader_keeps_memory_flat_and_reads_current_frames(tmp_path
             settled = next(sample for sample in samples if sample[0] >= SETTLED_S)
             last = samples[-1]
             assert last[1] - settled[1] < RSS_GROWTH_LIMIT_KIB, samples
-            assert all(lag < CURRENT_WITHIN_S for pair in lags for lag in pair), lags
+            # Compared once settled, as memory is: a stall of the whole pipeline in the first
+            # second (a loaded machine) delivers a burst that no buffer policy can make current.
+            settled_lags = [lag for at, *pair in lags if at >= SETTLED_S for lag in pair]
+            assert settled_lags
+            assert all(lag < CURRENT_WITHIN_S for lag in settled_lags), lags
             assert last[2] > settled[2] > 0  # the slow video reader keeps dropping, counted
             assert audio.dropped > 0
             assert forgotten.dropped > 0

@@ -77,6 +77,19 @@ SHARED_VIDEO = 'dpkit_media_encoded_frames_total{kind="video",encoder="shared"}'
 OWN_VIDEO = 'dpkit_media_encoded_frames_total{kind="video",encoder="own"}'
 
 
+WORKER_STARTS = "dpkit_media_encoding_worker_starts_total"
+
+
+async def test_the_encoding_worker_starts_with_the_server_not_the_first_session(
+    server: DpkitServer,
+) -> None:
+    """Otherwise the first session's first frames wait for the worker to start."""
+    assert not server.state.sessions
+    async with asyncio.timeout(10 * UNIT):
+        while (await _metrics(server))[WORKER_STARTS] != 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
 async def _speak(scene: Scene, text: str) -> None:
     await scene.send_request("startSpeaking", {"text": text, "personaId": "1"})
 

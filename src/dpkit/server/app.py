@@ -172,12 +172,15 @@ def create_app(settings: Settings) -> web.Application:
             state.cluster_events.start()
         journal_tasks = TaskOwner("journal")
         journal_tasks.spawn(prune_periodically(state), "prune")
+        # Awaited, not cancelled, at the end: a worker half started would be left behind.
+        warming = asyncio.create_task(state.pool.warm(), name="warm-encoding")
         logger.info("serving %d Digital Person(s) of %s", settings.capacity, settings.persona.name)
         # Everything start-up built lives as long as the server: out of the collector's full
         # passes, which would otherwise walk it in the middle of connects (dpkit.collector).
         frozen = freeze_heap()
         logger.debug("%d objects of start-up frozen out of garbage collection", frozen)
         yield
+        await warming
         await journal_tasks.close()
         if state.membership is not None:
             await state.membership.close()  # out of the cluster before the sessions end

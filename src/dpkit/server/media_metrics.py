@@ -28,5 +28,9 @@ def render_media_metrics(stats: BroadcastStats) -> str:
         "# TYPE dpkit_media_video_sessions gauge",
         f'dpkit_media_video_sessions{{source="shared"}} {stats.video_on_shared}',
         f'dpkit_media_video_sessions{{source="own"}} {stats.video_on_own}',
+        "# HELP dpkit_media_encoding_worker_starts_total Encoding worker processes started: "
+        "one at start-up, one more each time a worker died.",
+        "# TYPE dpkit_media_encoding_worker_starts_total counter",
+        f"dpkit_media_encoding_worker_starts_total {stats.worker_starts}",
     ]
     return "\n".join(lines) + "\n"

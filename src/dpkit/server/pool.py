@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from dpkit.server.assets import Bundle
 from dpkit.server.persona_media.broadcast import PersonaBroadcast
-from dpkit.server.persona_media.encoding import ProcessEncoding
+from dpkit.server.persona_media.encoding import EncodingFailed, ProcessEncoding
 from dpkit.server.persona_media.face import FaceRenderer
 from dpkit.server.settings import PersonaSettings
 
@@ -93,6 +93,14 @@ class DigitalPersonPool:
         self.max_queue = max_queue
         self.max_wait_s = max_wait_s
         self._mean_session_s = INITIAL_SESSION_S
+
+    async def warm(self) -> None:
+        """Start the encoding worker now rather than with the first session; a worker that
+        cannot start is logged, and the first session tries again."""
+        try:
+            await self.broadcast.warm()
+        except EncodingFailed as exc:
+            logger.warning("%s; the first session will try again", exc)
 
     async def close(self) -> None:
         """Stop the shared media timeline and its encoding worker. Idempotent."""

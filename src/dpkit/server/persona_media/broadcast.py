@@ -221,6 +221,7 @@ class BroadcastStats:
     own_audio_frames: int
     video_on_shared: int
     video_on_own: int
+    worker_starts: int
 
 
 class PersonaBroadcast:
@@ -275,6 +276,7 @@ class PersonaBroadcast:
             own_audio_frames=self._counts["own_audio"],
             video_on_shared=sum(sub.on_shared for sub in self._video),
             video_on_own=sum(not sub.on_shared for sub in self._video),
+            worker_starts=self._encoding.starts,
         )
 
     # -- subscriptions -----------------------------------------------------------------------
@@ -321,6 +323,10 @@ class PersonaBroadcast:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("the persona broadcast is closed")
+
+    async def warm(self) -> None:
+        """Start the encoding ahead of the first session, so its first frames are not late."""
+        await self._encoding.start()
 
     async def close(self) -> None:
         """End every subscription, stop the timelines and the encoding. Idempotent."""

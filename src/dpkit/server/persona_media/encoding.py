@@ -81,6 +81,9 @@ class Encoded:
 
 
 class EncodingBackend(Protocol):
+    #: Worker processes started so far: more than one means a worker died and was replaced.
+    starts: int
+
     async def start(self) -> None: ...
 
     async def video(self, pts: int, requests: Sequence[VideoRequest]) -> list[Encoded]: ...
@@ -169,6 +172,7 @@ class ThreadedEncoding:
         self._released: list[int] = []
         self._audio_released: list[int] = []
         self._reset = False
+        self.starts = 0  # threads, no worker process
 
     async def start(self) -> None:
         pass
