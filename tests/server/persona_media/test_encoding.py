@@ -72,6 +72,30 @@ async def test_requests_in_flight_are_answered_in_order(backend: EncodingBackend
     assert [all(done.keyframe for done in slot) for slot in results] == [True] + [False] * 4
 
 
+async def test_slots_made_while_the_worker_starts_reach_it_in_order() -> None:
+    """The first slot waits for the worker that a warm-up is starting; the second, made once
+    the worker is up but before the first was sent, must not overtake it (the encoder would
+    see time run backwards and fail)."""
+    renderer = FaceRenderer(WIDTH, HEIGHT)
+    encoding = ProcessEncoding(WIDTH, HEIGHT, FPS)
+    try:
+        warming = asyncio.ensure_future(encoding.start())
+        await asyncio.sleep(0)  # the warm-up holds the start
+        first = asyncio.ensure_future(
+            encoding.video(0, [VideoRequest(1, VP8, renderer.pose(0.0), False)])
+        )
+        await until(lambda: encoding._process is not None)
+        second = asyncio.ensure_future(
+            encoding.video(6000, [VideoRequest(1, VP8, renderer.pose(0.4), False)])
+        )
+        await warming
+        [done_first], [done_second] = await asyncio.gather(first, second)
+        assert done_first.keyframe
+        assert not done_second.keyframe
+    finally:
+        await encoding.close()
+
+
 async def test_a_released_or_reset_encoder_starts_again_on_a_keyframe(
     backend: EncodingBackend,
 ) -> None:

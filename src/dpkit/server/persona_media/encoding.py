@@ -272,6 +272,10 @@ class _Channel:
                 answer.set_result(message)
 
     async def ask(self, request: object) -> Any:
+        return await self.answer(self.send(request))
+
+    def send(self, request: object) -> asyncio.Future[Any]:
+        """Send ``request`` now; its answer, to await with :meth:`answer`."""
         if self._broken is not None:
             raise EncodingFailed(self._broken)
         answer = self._loop.create_future()
@@ -280,6 +284,10 @@ class _Channel:
         except (OSError, ValueError) as exc:
             raise EncodingFailed(f"the encoding worker went away: {exc}") from exc
         self._answers.append(answer)
+        return answer
+
+    @staticmethod
+    async def answer(answer: asyncio.Future[Any]) -> Any:
         message = await answer
         if isinstance(message, tuple) and message and message[0] == "error":
             raise EncodingFailed(str(message[1]))
@@ -303,6 +311,9 @@ class ProcessEncoding:
         self._audio_released: list[int] = []
         self._reset = False
         self._starting: asyncio.Lock | None = None
+        # Requests of a kind reach the worker in the order they were made, even when the first
+        # waits for the worker to start: an encoder given frames out of order fails.
+        self._in_order: dict[str, asyncio.Lock] = {}
         self.starts = 0
 
     async def start(self) -> None:
@@ -340,21 +351,30 @@ class ProcessEncoding:
             logger.debug("encoding worker %d started", process.pid)
 
     async def video(self, pts: int, requests: Sequence[VideoRequest]) -> list[Encoded]:
-        channel = await self._channel("video")
-        released, self._released = self._released, []
-        reset, self._reset = self._reset, False
         wire = [(r.encoder, r.codec, tuple(r.pose), r.keyframe) for r in requests]
-        answer = await channel.ask(("video", pts, wire, released, reset))
+        async with self._turn("video"):
+            channel = await self._channel("video")
+            released, self._released = self._released, []
+            reset, self._reset = self._reset, False
+            sent = channel.send(("video", pts, wire, released, reset))
+        answer = await channel.answer(sent)
         return [Encoded(number, tuple(payloads), key) for number, payloads, key in answer]
 
     async def audio(self, pts: int, requests: Sequence[AudioRequest]) -> list[Encoded]:
         if not requests:
             return []
-        channel = await self._channel("audio")
-        released, self._audio_released = self._audio_released, []
         wire = [(r.encoder, r.samples) for r in requests]
-        answer = await channel.ask(("audio", pts, wire, released))
+        async with self._turn("audio"):
+            channel = await self._channel("audio")
+            released, self._audio_released = self._audio_released, []
+            sent = channel.send(("audio", pts, wire, released))
+        answer = await channel.answer(sent)
         return [Encoded(number, tuple(payloads), False) for number, payloads in answer]
+
+    def _turn(self, kind: str) -> asyncio.Lock:
+        """Taken at once when nobody waits ahead (the usual case, no suspension); asyncio's
+        lock is first come, first served."""
+        return self._in_order.setdefault(kind, asyncio.Lock())
 
     async def _channel(self, kind: str) -> _Channel:
         if self._process is None or not self._process.is_alive():
