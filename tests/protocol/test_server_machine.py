@@ -87,6 +87,7 @@ FEED: dict[ServerInput, Feed] = {
     I.TRANSPORT_FAILED: lambda s: s.transport_failed(),
     I.END: lambda s: s.end("sessionTimeout"),
     I.SOCKET_CLOSED: lambda s: s.socket_closed(),
+    I.HANDED_OVER: lambda s: s.handed_over(),
 }
 
 # A legal path of inputs from a fresh session to each phase.

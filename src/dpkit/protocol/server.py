@@ -85,6 +85,9 @@ CONNECTION_LOST = "connectionLost"
 #: dpkit's close reasons for a client that sent what the server cannot take.
 PROTOCOL_ERROR = "protocolError"
 FRAME_TOO_LARGE = "frameTooLarge"
+#: The ending recorded on a cluster node whose waiting socket another node's free Digital
+#: Person took over (dpkit's addition: the client sees no close, its session goes on there).
+HANDED_OVER = "handedOver"
 
 
 class ServerPhase(enum.Enum):
@@ -119,6 +122,7 @@ class ServerInput(enum.Enum):
     TRANSPORT_FAILED = "transport failed"
     END = "end"
     SOCKET_CLOSED = "socket closed"
+    HANDED_OVER = "handed over"
 
 
 FROM_CLIENT = frozenset(
@@ -143,6 +147,7 @@ _LIVE = (P.OPENED, P.ESTABLISHED, P.STARTING, P.ACCEPTED, P.CONNECTED)
 #: Every allowed (phase, input) pair and the phase it leads to (None: stay).
 SERVER_TRANSITIONS: dict[tuple[ServerPhase, ServerInput], ServerPhase | None] = {
     (P.OPENED, I.PERSONA_ASSIGNED): P.ESTABLISHED,
+    (P.OPENED, I.HANDED_OVER): P.CLOSED,
     (P.ESTABLISHED, I.OFFER): P.STARTING,
     (P.STARTING, I.SESSION_STARTED): P.ACCEPTED,
     (P.ACCEPTED, I.TRANSPORT_CONNECTED): P.CONNECTED,
@@ -240,6 +245,10 @@ class ServerSession:
 
     def socket_closed(self) -> list[Action]:
         return self._step(I.SOCKET_CLOSED)
+
+    def handed_over(self) -> list[Action]:
+        """Another node serves this waiting socket from now on: release it, send nothing."""
+        return self._step(I.HANDED_OVER)
 
     # --- the machine ------------------------------------------------------------------------
 
@@ -403,6 +412,10 @@ class ServerSession:
     def _on_socket_closed(self, payload: object) -> list[Action]:
         self.ending = CONNECTION_LOST
         return [ReleaseSession(CONNECTION_LOST)]
+
+    def _on_handed_over(self, payload: object) -> list[Action]:
+        self.ending = HANDED_OVER
+        return [ReleaseSession(HANDED_OVER)]
 
     def _on_ignored_frame(self, payload: object) -> list[Action]:
         logger.debug("session %s: ignored %r", self.session_id, payload)

@@ -22,8 +22,9 @@ from dpkit.collector import freeze_heap
 from dpkit.server.admin import add_admin_routes
 from dpkit.server.assets import AssetCache
 from dpkit.server.cluster.events import CloseSession, ClusterEvents
-from dpkit.server.cluster.membership import Load, Membership
+from dpkit.server.cluster.membership import UP, Load, Membership
 from dpkit.server.cluster.placement import Placement
+from dpkit.server.cluster.queue import ClusterQueue
 from dpkit.server.endpoints import add_routes, cors_middleware
 from dpkit.server.fanout import FanOutJournal
 from dpkit.server.feed import StateFeed
@@ -136,6 +137,24 @@ def _membership(
     return membership
 
 
+def _cluster_queue(state: ServerState) -> ClusterQueue | None:
+    """The node's part in the cluster's queue; started once the node listens."""
+    membership = state.membership
+    if membership is None:
+        return None
+
+    async def capacity() -> int:
+        return sum(node.capacity for node in await membership.nodes())
+
+    return ClusterQueue(
+        state.settings.redis_url,
+        state.settings.node_id,
+        state.pool,
+        up=lambda: membership.status == UP,
+        capacity=capacity,
+    )
+
+
 def _closer(state: ServerState) -> CloseSession:
     """Ends a live session of this node that another node was asked to close."""
 
@@ -170,6 +189,7 @@ def create_app(settings: Settings) -> web.Application:
                 settings.redis_url, settings.node_id, state.feed, _closer(state)
             )
             state.cluster_events.start()
+            state.cluster_queue = _cluster_queue(state)
         journal_tasks = TaskOwner("journal")
         journal_tasks.spawn(prune_periodically(state), "prune")
         # Awaited, not cancelled, at the end: a worker half started would be left behind.
@@ -182,6 +202,8 @@ def create_app(settings: Settings) -> web.Application:
         yield
         await warming
         await journal_tasks.close()
+        if state.cluster_queue is not None:
+            await state.cluster_queue.close()  # this node's waiters out of the cluster's queue
         if state.membership is not None:
             await state.membership.close()  # out of the cluster before the sessions end
         if state.cluster_events is not None:

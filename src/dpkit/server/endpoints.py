@@ -21,10 +21,13 @@ from aiohttp import web
 
 from dpkit.apikey import decode_api_key
 from dpkit.errors import ConfigurationError
+from dpkit.server.cluster.handover import HANDOVER, HANDOVER_HEADER, Handover
 from dpkit.server.cluster.membership import UP
+from dpkit.server.cluster.queue import TAKEOVER_PATH
 from dpkit.server.cluster.relay import relay
 from dpkit.server.forwarded import ClientView, client_view
 from dpkit.server.origins import origin_allowed
+from dpkit.server.pool import DigitalPerson
 from dpkit.server.signalling import SignallingSession
 from dpkit.server.state import STATE, ServerState
 from dpkit.server.token_use import TokenRefused
@@ -240,8 +243,52 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
         session = await _serve_socket(request, state, view, key_id, claims, node)
         return session.ws
     finally:
-        connected = session is not None and session.info.connected_at is not None
-        state.tokens_in_use.close(token_id, spent=connected)
+        # A socket handed to another node is spent here: it goes on there.
+        spent = session is not None and (
+            session.info.connected_at is not None or session.handed_over
+        )
+        state.tokens_in_use.close(token_id, spent=spent)
+
+
+async def takeover(request: web.Request) -> web.StreamResponse:
+    """A waiting socket of another node, for the Digital Person this node's share of the
+    cluster's queue reserved for it (:mod:`dpkit.server.cluster.handover`)."""
+    state = request.app[STATE]
+    queue = state.cluster_queue
+    if queue is None:
+        return _error(404, "this node is not in a cluster")
+    if state.closing:
+        return _error(503, "the server is shutting down")
+    now = time.time()
+    address = client_view(request, state.settings).address
+    try:
+        claims = state.signer.verify(
+            request.headers.get(HANDOVER_HEADER, ""), typ=HANDOVER, now=now
+        )
+    except InvalidToken as exc:
+        state.refusals.refuse("handover", f"takeover from {address}: {exc}")
+        return _error(401, f"invalid handover ticket: {exc}")
+    if claims.get("node") != state.settings.node_id:
+        state.refusals.refuse("handover", f"takeover from {address} for another node")
+        return _error(
+            401, f"invalid handover ticket: it is for node {str(claims.get('node'))[:64]!r}"
+        )
+    person = queue.claim(str(claims.get("grant", "")))
+    if person is None:
+        return _error(410, "no Digital Person is reserved for this grant (it lapsed, or was taken)")
+    handover = Handover.from_claims(claims)
+    view = ClientView("http", request.host, handover.client_address or address)
+    session = await _serve_socket(
+        request,
+        state,
+        view,
+        handover.key_id,
+        {"persist": handover.persistence, "jti": handover.token_id},
+        None,
+        granted=person,
+        waited_s=handover.waited_s,
+    )
+    return session.ws
 
 
 async def _relay_to_owner(
@@ -284,6 +331,9 @@ async def _serve_socket(
     key_id: str,
     claims: dict[str, object],
     node: str | None,
+    *,
+    granted: DigitalPerson | None = None,
+    waited_s: float = 0.0,
 ) -> SignallingSession:
     settings = state.settings
     record = state.keys.get(key_id)
@@ -294,21 +344,28 @@ async def _serve_socket(
         heartbeat=settings.socket_heartbeat_s, max_msg_size=4 * settings.max_frame_bytes
     )
     await ws.prepare(request)
+    user_agent = request.headers.get("User-Agent", "")
     session = SignallingSession(
         state,
         ws,
         key_id,
-        client_kind(request.headers.get("User-Agent", "")),
+        client_kind(user_agent),
         # The key may live on the node that issued the token: its claim says what it allows.
         persistence=record.persistence if record is not None else claims.get("persist") is True,
         resume=resume if isinstance(resume, str) and node is not None else None,
         client_address=view.address,
+        user_agent=user_agent,
+        granted=granted,
     )
     session.info.token_id = str(claims.get("jti", ""))
+    if granted is not None:
+        session.info.queue_wait_s = waited_s
     over = _over_socket_limit(state, key_id, view.address)
     if over is not None:
         state.refusals.refuse(over, f"socket {session.info.socket_id} from {view.address}")
         await session.refuse(TOO_MANY_SOCKETS)
+        if granted is not None:
+            state.pool.release(granted)
         return session
     state.live.add(session)
     try:
@@ -341,6 +398,7 @@ def client_kind(user_agent: str) -> str:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get(TOKEN_PATH, token)
+    app.router.add_get(TAKEOVER_PATH, takeover)
     app.router.add_get(TELEMETRY_JWT_PATH, telemetry_jwt)
     app.router.add_post(TELEMETRY_TRACES_PATH, telemetry_traces)
     app.router.add_get(SESSION_PATH, session_socket)

@@ -7,15 +7,23 @@ next Digital Person goes to the waiter whose key holds the fewest, so one key's 
 key's idle sockets) cannot keep another key's out. The queue is bounded in length and in wait:
 past either, the caller is refused (and sends ``close {reason: "noScene"}``). Every waiter hears
 its position, the queue's length and an estimated wait whenever they change.
+
+In a cluster the node's waiters stand in the cluster's one queue too (a :class:`SharedQueue`,
+:mod:`dpkit.server.cluster.queue`): there arrival order across every node decides, positions
+are cluster-wide, and a Digital Person that frees up goes to the head of that queue, on this
+node or another (a :class:`RemoteGrant`, for which the waiter's socket is handed over). While
+the shared queue is not reachable the node queues alone, as above.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from dpkit.server.assets import Bundle
 from dpkit.server.persona_media.broadcast import PersonaBroadcast
@@ -58,13 +66,54 @@ class QueueRefused(Exception):
     """The queue is full, or the wait ran past its limit; the message says which."""
 
 
+@dataclass(frozen=True)
+class RemoteGrant:
+    """A Digital Person of node ``node`` (at ``url``) reserved as ``grant`` for this waiter:
+    its socket is to be handed over there."""
+
+    node: str
+    url: str
+    grant: str
+
+
+#: What a waiter is given: a Digital Person here, or one on another node.
+Grant = DigitalPerson | RemoteGrant
+
+
+class SharedQueue(Protocol):
+    """The cluster's queue that this node's waiters stand in as well."""
+
+    @property
+    def active(self) -> bool:
+        """Whether it can be used now (else the node queues alone)."""
+        ...
+
+    def joined(self, waiter_id: str) -> None: ...
+
+    def left(self, waiter_id: str) -> None: ...
+
+    def declined(self, grant: RemoteGrant) -> None:
+        """A remote grant that its waiter will not take (it left meanwhile)."""
+        ...
+
+    def offer(self, person: DigitalPerson) -> None:
+        """``person`` is free: hand it to the head of the cluster's queue, or back with
+        :meth:`DigitalPersonPool.free_here` if nobody waits."""
+        ...
+
+
+#: The holder of a Digital Person offered to the cluster's queue and not taken yet.
+OFFERED = "offered to the cluster's queue"
+
+
 @dataclass(eq=False)
 class _Waiter:
     holder: object
     key: str
     on_position: Callable[[QueuePosition], None]
-    granted: asyncio.Future[DigitalPerson]
+    granted: asyncio.Future[Grant]
     last: QueuePosition | None = None
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
 
 
 class DigitalPersonPool:
@@ -87,6 +136,8 @@ class DigitalPersonPool:
             DigitalPerson(i, persona, renderer, self.broadcast) for i in range(capacity)
         ]
         self._waiters: deque[_Waiter] = deque()
+        #: The cluster's queue, on a cluster node (set once, at start-up).
+        self.shared: SharedQueue | None = None
         #: Called when a Digital Person is taken or freed, or the queue changes (a cluster node
         #: then writes its record at once).
         self.on_change: Callable[[], None] | None = None
@@ -136,8 +187,9 @@ class DigitalPersonPool:
 
     async def acquire(
         self, holder: object, on_position: Callable[[QueuePosition], None], key: str = ""
-    ) -> DigitalPerson:
-        """A Digital Person for ``holder``, queueing fairly if all are busy.
+    ) -> Grant:
+        """A Digital Person for ``holder``, queueing fairly if all are busy (in a cluster,
+        possibly one on another node).
 
         Raises :class:`QueueRefused` when the queue is full or the wait passes ``max_wait_s``.
         Cancelling the call leaves no trace in the queue.
@@ -150,6 +202,8 @@ class DigitalPersonPool:
         loop = asyncio.get_running_loop()
         waiter = _Waiter(holder, key, on_position, loop.create_future())
         self._waiters.append(waiter)
+        if self.shared is not None:
+            self.shared.joined(waiter.id)
         self._announce()
         try:
             async with asyncio.timeout(self.max_wait_s):
@@ -165,17 +219,68 @@ class DigitalPersonPool:
         """A waiter gives up: out of the queue, and a person handed to it in that instant, on."""
         if waiter in self._waiters:
             self._waiters.remove(waiter)
+            if self.shared is not None:
+                self.shared.left(waiter.id)
             self._announce()
         elif waiter.granted.done() and not waiter.granted.cancelled():
-            self.release(waiter.granted.result())
+            self.give_back(waiter.granted.result())
         if not waiter.granted.done():
             waiter.granted.cancel()
 
+    def give_back(self, outcome: Grant) -> None:
+        """A grant its waiter will not use: a person here is released, a remote one declined."""
+        if isinstance(outcome, RemoteGrant):
+            if self.shared is not None:
+                self.shared.declined(outcome)
+        else:
+            self.release(outcome)
+
+    def grant(self, waiter_id: str, outcome: Grant) -> bool:
+        """Give ``outcome`` to this node's waiter ``waiter_id``, the cluster queue's head;
+        False if it is not waiting here (any more)."""
+        waiter = next((w for w in self._waiters if w.id == waiter_id), None)
+        if waiter is None or waiter.granted.done():
+            return False
+        self._waiters.remove(waiter)
+        if isinstance(outcome, DigitalPerson):
+            outcome.holder, outcome.key = waiter.holder, waiter.key
+        waiter.granted.set_result(outcome)
+        self._changed()
+        return True
+
+    def waiting_ids(self) -> list[str]:
+        """This node's waiters, in arrival order."""
+        return [waiter.id for waiter in self._waiters]
+
+    def set_positions(self, positions: dict[str, int], size: int, capacity: int) -> None:
+        """Tell this node's waiters where they stand in the cluster's queue of ``size``, served
+        by ``capacity`` Digital Persons in all."""
+        for waiter in self._waiters:
+            position = positions.get(waiter.id)
+            if position is None:
+                continue  # not in the shared queue yet
+            eta_s = position * self._mean_session_s / max(capacity, 1)
+            update = QueuePosition(position, size, int(eta_s * 1000))
+            if update != waiter.last:
+                waiter.last = update
+                waiter.on_position(update)
+
     def release(self, person: DigitalPerson, session_s: float | None = None) -> None:
-        """Give a Digital Person back: to the head of the queue, or free. Idempotent."""
+        """Give a Digital Person back: to the head of the queue (the cluster's, in a cluster),
+        or free. Idempotent."""
         if session_s is not None:
             # A slow-moving average keeps the wait estimate steady.
             self._mean_session_s = 0.8 * self._mean_session_s + 0.2 * session_s
+        if person.holder is OFFERED:
+            return
+        if self.shared is not None and self.shared.active:
+            person.holder, person.key = OFFERED, ""
+            self.shared.offer(person)
+            return
+        self.free_here(person)
+
+    def free_here(self, person: DigitalPerson) -> None:
+        """``person`` to the head of this node's own queue, or free."""
         person.holder, person.key = None, ""
         for head in self._in_turn():
             self._waiters.remove(head)
@@ -183,6 +288,8 @@ class DigitalPersonPool:
                 continue
             person.holder, person.key = head.holder, head.key
             head.granted.set_result(person)
+            if self.shared is not None:
+                self.shared.left(head.id)  # served here, while the shared queue was away
             logger.debug("person %d handed to the head of the queue", person.index)
             self._announce()
             return
@@ -204,6 +311,8 @@ class DigitalPersonPool:
 
     def _announce(self) -> None:
         self._changed()
+        if self.shared is not None and self.shared.active:
+            return  # positions are the cluster's: set_positions
         order = self._in_turn()
         size = len(order)
         for index, waiter in enumerate(order):

@@ -82,6 +82,8 @@ class DpkitServer:
         membership = self.state.membership
         if membership is not None:
             await membership.start(self.url)  # its record names the port actually bound
+        if self.state.cluster_queue is not None:
+            self.state.cluster_queue.start(self.url)
 
     async def stop(self) -> None:
         await self._runner.cleanup()

@@ -49,17 +49,19 @@ from dpkit.protocol.messages import (
 from dpkit.protocol.server import (
     CONNECTION_LOST,
     FRAME_TOO_LARGE,
+    HANDED_OVER,
     PROTOCOL_ERROR,
     ServerPhase,
     ServerSession,
 )
 from dpkit.server.assets import BUILTIN_BUNDLE, AssetError, AssetProgress, Bundle
+from dpkit.server.cluster.handover import Handover, hand_over
 from dpkit.server.conversation import Corpus
 from dpkit.server.idle import IdleTimer
 from dpkit.server.listening import REQUESTS as RECOGNITION_REQUESTS
 from dpkit.server.listening import SessionListening
 from dpkit.server.persona_media.voice import EspeakVoice, VoiceError
-from dpkit.server.pool import DigitalPerson, QueuePosition, QueueRefused
+from dpkit.server.pool import DigitalPerson, Grant, QueuePosition, QueueRefused, RemoteGrant
 from dpkit.server.rtc import PersonaPeer
 from dpkit.server.scene_requests import RequestError, refusal
 from dpkit.server.talk import PersonaTalk
@@ -139,8 +141,13 @@ class SignallingSession:
         persistence: bool = False,
         resume: str | None = None,
         client_address: str = "",
+        user_agent: str = "",
+        granted: DigitalPerson | None = None,
     ) -> None:
         self.client_address = client_address
+        self._user_agent = user_agent
+        #: The Digital Person another node's queue handed this (taken over) socket.
+        self._granted = granted
         self._persistence = persistence
         self._resume = resume
         self._state = state
@@ -217,13 +224,33 @@ class SignallingSession:
         """End the session from the server's side (``close {reason}`` then close the socket)."""
         await self._execute(self._machine.end(reason))
 
+    @property
+    def handed_over(self) -> bool:
+        """Whether another node of the cluster took this waiting socket over."""
+        return self._machine.ending == HANDED_OVER
+
     async def _serve(self) -> None:
         settings = self._state.settings
         reader = self._tasks.spawn(self._read(), "reader")
-        if self._resume is not None:
+        person: Grant | None
+        if self._granted is not None:
+            person, self._granted = self._granted, None
+            person.holder = self
+        elif self._resume is not None:
             person = await self._resumed_person(self._resume)
         else:
             person = await self._wait_for_person(reader)
+            while isinstance(person, RemoteGrant):
+                # Stop reading (a frame the client sends now is the other node's to read).
+                reader.cancel()
+                await asyncio.wait([reader])
+                if self._ended():
+                    self._state.pool.give_back(person)
+                    return
+                if await self._hand_over(person):
+                    return
+                reader = self._tasks.spawn(self._read(), "reader")
+                person = await self._wait_for_person(reader)
         if person is None:
             await asyncio.wait([reader])
             return
@@ -308,7 +335,7 @@ class SignallingSession:
         logger.info("session %s: resuming", session_id)
         return person
 
-    async def _wait_for_person(self, reader: asyncio.Task[None]) -> DigitalPerson | None:
+    async def _wait_for_person(self, reader: asyncio.Task[None]) -> Grant | None:
         """A Digital Person, after a wait in the queue if need be; None if there will be none."""
         pool = self._state.pool
         started = time.monotonic()
@@ -319,8 +346,8 @@ class SignallingSession:
             acquire.cancel()
             await asyncio.wait([acquire])
             outcome = None if acquire.cancelled() else acquire.result()
-            if isinstance(outcome, DigitalPerson):
-                pool.release(outcome)
+            if outcome is not None and not isinstance(outcome, QueueRefused):
+                pool.give_back(outcome)
             return None
         self.info.queue_wait_s = time.monotonic() - started
         self._journal.update(self.info.socket_id, queue_wait_s=self.info.queue_wait_s)
@@ -331,7 +358,36 @@ class SignallingSession:
             return None
         return outcome
 
-    async def _queue_for_person(self) -> DigitalPerson | QueueRefused:
+    async def _hand_over(self, grant: RemoteGrant) -> bool:
+        """Relay this socket to the node of ``grant``, which serves the session from now on
+        (:mod:`dpkit.server.cluster.handover`); False if that node could not take it (the
+        grant is declined, and the socket waits again)."""
+        handover = Handover(
+            self.info.key_id,
+            self._persistence,
+            self.client_address,
+            self.info.token_id,
+            self.info.queue_wait_s,
+        )
+
+        async def taken() -> None:
+            logger.info("socket %s: handed over to node %s", self.info.socket_id, grant.node)
+            await self._execute(self._machine.handed_over())
+
+        if await hand_over(
+            self._ws,
+            grant,
+            handover,
+            self._state.signer,
+            user_agent=self._user_agent,
+            max_msg_size=4 * self._state.settings.max_frame_bytes,
+            on_taken=taken,
+        ):
+            return True
+        self._state.pool.give_back(grant)
+        return False
+
+    async def _queue_for_person(self) -> Grant | QueueRefused:
         try:
             return await self._state.pool.acquire(self, self._on_queue_position, self.info.key_id)
         except QueueRefused as refused:

@@ -13,6 +13,7 @@ from dpkit.server.assets import AssetCache
 from dpkit.server.cluster.events import ClusterEvents
 from dpkit.server.cluster.membership import Membership
 from dpkit.server.cluster.placement import Placement
+from dpkit.server.cluster.queue import ClusterQueue
 from dpkit.server.feed import StateFeed
 from dpkit.server.journal import Journal, SqliteJournal
 from dpkit.server.keys import KeyStore
@@ -63,6 +64,8 @@ class ServerState:
     web_sdk: WebSdkProvider
     #: The cluster's events, live sessions and closes; None for one node alone.
     cluster_events: ClusterEvents | None = None
+    #: This node's part in the cluster's one queue; None for one node alone.
+    cluster_queue: ClusterQueue | None = None
     #: Every open session socket.
     live: set[SignallingSession] = field(default_factory=set)
     #: Accepted sessions by session id.

@@ -10,6 +10,9 @@ only if the relaying node is among its ``trusted_proxies``.
 
 If the owner is not in the cluster (it died, or never was), or cannot be reached, the client is
 told ``close {reason: "noSessionToResume"}`` at once, not left to time out.
+
+The same relay carries a waiting socket that the cluster's queue hands to another node's free
+Digital Person (:mod:`dpkit.server.cluster.queue`).
 """
 
 from __future__ import annotations
@@ -34,31 +37,47 @@ async def relay(
     False if ``target`` could not be reached (nothing was relayed; the caller answers the
     client); True once the relay has run and both sockets are closed.
     """
-    timeout = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0)
     async with aiohttp.ClientSession() as http:
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                upstream = await http.ws_connect(
-                    target, headers=headers, max_msg_size=max_msg_size, timeout=timeout
-                )
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            logger.warning("cluster: cannot relay to %s: %s", target.split("?")[0], exc)
+        upstream = await open_upstream(http, target, headers, max_msg_size)
+        if upstream is None:
             return False
-        async with upstream:
-            to_owner = asyncio.ensure_future(_pump(client, upstream))
-            to_client = asyncio.ensure_future(_pump(upstream, client))
-            try:
-                await asyncio.wait([to_owner, to_client], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (to_owner, to_client):
-                    task.cancel()
-                await asyncio.gather(to_owner, to_client, return_exceptions=True)
-                code = upstream.close_code or client.close_code or aiohttp.WSCloseCode.OK
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    await client.close(code=code)
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    await upstream.close(code=client.close_code or aiohttp.WSCloseCode.OK)
+        await pipe(client, upstream)
     return True
+
+
+async def open_upstream(
+    http: aiohttp.ClientSession, target: str, headers: dict[str, str], max_msg_size: int
+) -> aiohttp.ClientWebSocketResponse | None:
+    """A socket to ``target`` (another node), or None if it cannot be opened (logged)."""
+    timeout = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0)
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            return await http.ws_connect(
+                target, headers=headers, max_msg_size=max_msg_size, timeout=timeout
+            )
+    except aiohttp.WSServerHandshakeError as exc:
+        logger.warning("cluster: %s refused the relay: %s", target.split("?")[0], exc.status)
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        logger.warning("cluster: cannot relay to %s: %s", target.split("?")[0], exc)
+    return None
+
+
+async def pipe(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
+    """Copy frames both ways until either side closes, then close both."""
+    async with upstream:
+        to_owner = asyncio.ensure_future(_pump(client, upstream))
+        to_client = asyncio.ensure_future(_pump(upstream, client))
+        try:
+            await asyncio.wait([to_owner, to_client], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (to_owner, to_client):
+                task.cancel()
+            await asyncio.gather(to_owner, to_client, return_exceptions=True)
+            code = upstream.close_code or client.close_code or aiohttp.WSCloseCode.OK
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await client.close(code=code)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await upstream.close(code=client.close_code or aiohttp.WSCloseCode.OK)
 
 
 async def _pump(
