@@ -72,6 +72,15 @@ async def cluster(start_server: ServerFactory, redis_server: RedisServer) -> lis
     return nodes
 
 
+async def _metrics(node: DpkitServer) -> str:
+    headers = {"Authorization": f"Bearer {node.admin_token}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(node.url + "/metrics", headers=headers) as r,
+    ):
+        return await r.text()
+
+
 def node_of(scene: Scene, nodes: list[DpkitServer]) -> DpkitServer:
     return next(node for node in nodes if scene.session_id in node.state.sessions)
 
@@ -127,6 +136,9 @@ async def test_a_fourth_client_waits_in_the_cluster_queue_and_the_first_node_to_
         assert isinstance(frame, av.VideoFrame)
         # The node it waited on recorded the socket as handed over, not lost.
         assert any(info.ending == HANDED_OVER for info in fourth_node.state.ended)
+        # Counted by the node that gave its Digital Person away.
+        metrics = await _metrics(freeing)
+        assert 'dpkit_cluster_queue_served_total{waiter="remote"} 1' in metrics
         # The fifth moved up to first, on its own node.
         await until(lambda: fifth.last is not None and fifth.last.position == 1, 5 * UNIT)
         assert fifth.last is not None

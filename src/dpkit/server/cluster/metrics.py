@@ -48,4 +48,15 @@ async def render_cluster_metrics(state: ServerState) -> str:
         "# TYPE dpkit_cluster_heartbeat_failures_total counter",
         f"dpkit_cluster_heartbeat_failures_total {membership.failures}",
     ]
+    queue = state.cluster_queue
+    if queue is not None:
+        lines += [
+            "# HELP dpkit_cluster_queue_served_total Digital Persons of this node that the "
+            "cluster's queue gave to a waiter of this node (here) or of another (remote).",
+            "# TYPE dpkit_cluster_queue_served_total counter",
+            *(
+                f'dpkit_cluster_queue_served_total{{waiter="{where}"}} {count}'
+                for where, count in sorted(queue.handed_out.items())
+            ),
+        ]
     return "\n".join(lines) + "\n"

@@ -67,17 +67,16 @@ _LEAVE = """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then redis.call('PUBLISH', KEYS[2], ARGV[1]) end
 return 0
 """
-#: The head whose node is alive, dropping the heads of gone nodes on the way.
+#: The head whose node is alive, dropping the heads of gone nodes on the way. It publishes no
+#: change: the popping node does once the head has its Digital Person, so that the head's
+#: ``established`` goes out before every other waiter's new position.
 _POP = """
 while true do
   local head = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
   if not head then return false end
   redis.call('ZREM', KEYS[1], head)
   local node = string.match(head, '^([^|]+)|')
-  if node and redis.call('EXISTS', ARGV[1] .. node) == 1 then
-    redis.call('PUBLISH', KEYS[2], head)
-    return head
-  end
+  if node and redis.call('EXISTS', ARGV[1] .. node) == 1 then return head end
 end
 """
 #: Every member whose node is alive, in order; the members of gone nodes are dropped.
@@ -207,12 +206,25 @@ class ClusterQueue:
             await self._client().publish(channel, json.dumps(body))
 
     async def _offer(self, person: DigitalPerson) -> None:
-        """Hand ``person`` to the cluster queue's head, or back to this node if none waits."""
+        """Hand ``person`` to the cluster queue's head, or back to this node if none waits;
+        then tell every node the queue changed."""
+        try:
+            await self._hand_out(person)
+        finally:
+            await self._publish_change()
+
+    async def _publish_change(self) -> None:
+        from redis.exceptions import RedisError
+
+        with contextlib.suppress(RedisError, OSError, ConnectionError):
+            await self._client().publish(CHANGED_CHANNEL, self._node_id)
+
+    async def _hand_out(self, person: DigitalPerson) -> None:
         from redis.exceptions import RedisError
 
         while not self._closed:
             try:
-                head = await self._script(_POP, [QUEUE_KEY, CHANGED_CHANNEL], [KEY_PREFIX])
+                head = await self._script(_POP, [QUEUE_KEY], [KEY_PREFIX])
             except (RedisError, OSError, ConnectionError) as exc:
                 logger.debug("cluster queue: cannot pop (%s); served here", type(exc).__name__)
                 break
