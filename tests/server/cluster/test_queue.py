@@ -275,3 +275,58 @@ async def test_waiters_on_a_killed_node_are_dropped_and_the_others_are_served(
                 *(scene.disconnect() for scene in holders + [w.scene for w in waiting]),
                 return_exceptions=True,
             )
+
+
+async def test_without_redis_a_node_queues_alone_and_rejoins_the_cluster_queue_after(
+    start_server: ServerFactory, redis_server: RedisServer
+) -> None:
+    one = await start_server(capacity=1, redis_url=redis_server.url, node_id="n1", **CLUSTER)
+    two = await start_server(capacity=1, redis_url=redis_server.url, node_id="n2", **CLUSTER)
+
+    async def both_listed() -> bool:
+        return set(await nodes_of(one)) - {""} == {"n1", "n2"}
+
+    await eventually(both_listed)
+    key = one.api_key()
+    holders = [quiet_scene(key) for _ in range(2)]
+    waiting: list[Waiting] = []
+    try:
+        for holder in holders:
+            await holder.connect()
+        await redis_server.stop()
+        queue = one.state.cluster_queue
+        assert queue is not None
+        await until(lambda: not queue.active, 10 * UNIT)
+        # Alone: node 1 queues its own waiter and serves it when its own person frees.
+        alone = Waiting(quiet_scene(key))
+        waiting.append(alone)
+        await until(lambda: alone.last is not None, 5 * UNIT)
+        assert alone.last is not None
+        assert (alone.last.position, alone.last.size) == (1, 1)
+        on_one = next(h for h in holders if h.session_id in one.state.sessions)
+        await on_one.disconnect()
+        async with asyncio.timeout(10 * UNIT):
+            await alone.connecting
+        assert alone.scene.session_id in one.state.sessions
+        # Redis back, empty: the queue is the cluster's again, and node 2 serves node 1's waiter.
+        await redis_server.start()
+        await eventually(both_listed, 10 * UNIT)
+        await until(lambda: queue.active, 10 * UNIT)
+        again = Waiting(quiet_scene(key))
+        waiting.append(again)
+        await until(lambda: again.last is not None, 5 * UNIT)
+        assert one.state.pool.queue_length == 1
+        on_two = next(h for h in holders if h.session_id in two.state.sessions)
+        await on_two.disconnect()
+        async with asyncio.timeout(10 * UNIT):
+            await again.connecting
+        assert again.scene.session_id in two.state.sessions
+    finally:
+        for each in waiting:
+            each.connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await each.connecting
+        await asyncio.gather(
+            *(scene.disconnect() for scene in holders + [w.scene for w in waiting]),
+            return_exceptions=True,
+        )
