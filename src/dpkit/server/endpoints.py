@@ -291,6 +291,13 @@ async def takeover(request: web.Request) -> web.StreamResponse:
     return session.ws
 
 
+def _give_back_claimed(state: ServerState, person: DigitalPerson) -> None:
+    """A claimed Digital Person that no session took (its socket failed or was refused): to
+    the next in turn, as if freed."""
+    person.holder = None
+    state.pool.release(person)
+
+
 async def _relay_to_owner(
     request: web.Request, state: ServerState, view: ClientView, node: str
 ) -> web.StreamResponse:
@@ -343,7 +350,12 @@ async def _serve_socket(
     ws = web.WebSocketResponse(
         heartbeat=settings.socket_heartbeat_s, max_msg_size=4 * settings.max_frame_bytes
     )
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        if granted is not None:
+            _give_back_claimed(state, granted)
+        raise
     user_agent = request.headers.get("User-Agent", "")
     session = SignallingSession(
         state,
@@ -365,7 +377,7 @@ async def _serve_socket(
         state.refusals.refuse(over, f"socket {session.info.socket_id} from {view.address}")
         await session.refuse(TOO_MANY_SOCKETS)
         if granted is not None:
-            state.pool.release(granted)
+            _give_back_claimed(state, granted)
         return session
     state.live.add(session)
     try:

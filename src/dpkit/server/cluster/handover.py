@@ -11,6 +11,7 @@ target answers, so a target that cannot be reached leaves the client waiting, no
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ HANDOVER = "handover"
 HANDOVER_HEADER = "X-Dpkit-Handover"
 HANDOVER_TTL_S = 30.0
 MAX_ADDRESS_CHARS = 64
+MAX_WAIT_S = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,15 @@ class Handover:
             persistence=claims.get("persist") is True,
             client_address=str(claims.get("addr", ""))[:MAX_ADDRESS_CHARS],
             token_id=str(claims.get("tok", ""))[:64],
-            waited_s=float(waited) if isinstance(waited, int | float) else 0.0,
+            waited_s=_seconds(waited),
         )
+
+
+def _seconds(value: object) -> float:
+    """A wait in seconds from a ticket: finite, not negative, at most a day."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return 0.0
+    return min(max(float(value), 0.0), MAX_WAIT_S)
 
 
 def socket_base(url: str) -> str:

@@ -96,7 +96,6 @@ return live
 @dataclass(eq=False)
 class _Reservation:
     person: DigitalPerson
-    waiter_node: str
     settled: asyncio.Future[bool] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -244,7 +243,7 @@ class ClusterQueue:
     async def _offer_remote(self, person: DigitalPerson, node: str, waiter_id: str) -> bool:
         """Reserve ``person`` for waiter ``waiter_id`` of ``node``; whether it was claimed."""
         grant = secrets.token_urlsafe(18)
-        reservation = _Reservation(person, node)
+        reservation = _Reservation(person)
         self._reserved[grant] = reservation
         body = {"grant": grant, "waiter": waiter_id, "node": self._node_id, "url": self._public_url}
         await self._publish(GRANT_PREFIX + node, body)
@@ -305,6 +304,9 @@ class ClusterQueue:
         remote = RemoteGrant(node, url, grant)
         if not self._pool.grant(waiter, remote):
             self.declined(remote)
+            return
+        # Popped already; but a read of the queue just before may have put it back.
+        self.left(waiter)
 
     async def _read_positions(self) -> None:
         """Each time the queue changed: read it once and tell this node's waiters."""
