@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import av
@@ -330,3 +331,74 @@ async def test_without_redis_a_node_queues_alone_and_rejoins_the_cluster_queue_a
             *(scene.disconnect() for scene in holders + [w.scene for w in waiting]),
             return_exceptions=True,
         )
+
+
+async def _admin_get(url: str, token: str, path: str) -> Any:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as http, http.get(url + path, headers=headers) as reply:
+        assert reply.status == 200, await reply.text()
+        return await reply.json()
+
+
+def _server_of(scene: Scene) -> str:
+    accepted = scene._connection.accepted if scene._connection is not None else None
+    assert accepted is not None
+    return str(accepted.server)
+
+
+async def test_three_dpkit_serve_processes_place_three_clients_and_queue_a_fourth(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The same as above, with each node a ``dpkit serve`` process of its own."""
+    cluster = {
+        "capacity": 1,
+        "redis_url": redis_server.url,
+        "cluster_heartbeat_s": CLUSTER["cluster_heartbeat_s"],
+        "cluster_expiry_s": CLUSTER["cluster_expiry_s"],
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = {
+            name: await stack.enter_async_context(served(tmp_path / name, node_id=name, **cluster))
+            for name in ("n1", "n2", "n3")
+        }
+        one = nodes["n1"]
+
+        async def all_listed() -> bool:
+            body = await _admin_get(one.url, one.admin_token, "/api/nodes")
+            return {node["node_id"] for node in body["nodes"]} == set(nodes)
+
+        await eventually(all_listed, 10 * UNIT)
+        key = one.api_key()
+        holders = [quiet_scene(key) for _ in range(3)]
+        waiting: list[Waiting] = []
+        try:
+            for holder in holders:
+                await holder.connect()
+            assert sorted(_server_of(holder) for holder in holders) == ["n1", "n2", "n3"]
+            fourth = Waiting(quiet_scene(key))
+            waiting.append(fourth)
+            await until(lambda: fourth.last is not None, 10 * UNIT)
+            assert fourth.last is not None
+            assert (fourth.last.position, fourth.last.size) == (1, 1)
+            body = await _admin_get(one.url, one.admin_token, "/api/nodes")
+            [waits_on] = [node["node_id"] for node in body["nodes"] if node["queue"] == 1]
+            freeing = next(h for h in holders if _server_of(h) != waits_on)
+            freed_node = _server_of(freeing)
+            await freeing.disconnect()
+            async with asyncio.timeout(10 * UNIT):
+                await fourth.connecting
+            assert _server_of(fourth.scene) == freed_node
+            frame = await anext(fourth.scene.video_frames())
+            assert isinstance(frame, av.VideoFrame)
+            where = nodes[waits_on]
+            journal = await _admin_get(where.url, where.admin_token, "/api/sessions")
+            assert HANDED_OVER in [row["ending"] for row in journal["sessions"]]
+        finally:
+            for each in waiting:
+                each.connecting.cancel()
+                with contextlib.suppress(BaseException):
+                    await each.connecting
+            await asyncio.gather(
+                *(scene.disconnect() for scene in holders + [w.scene for w in waiting]),
+                return_exceptions=True,
+            )
