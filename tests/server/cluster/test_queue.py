@@ -350,7 +350,7 @@ async def test_three_dpkit_serve_processes_place_three_clients_and_queue_a_fourt
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """The same as above, with each node a ``dpkit serve`` process of its own."""
-    cluster = {
+    cluster: dict[str, Any] = {
         "capacity": 1,
         "redis_url": redis_server.url,
         "cluster_heartbeat_s": CLUSTER["cluster_heartbeat_s"],
