@@ -1,10 +1,14 @@
 """The cluster's queue under load: 1,000 clients waiting at once on three nodes.
 
-Run with ``python benchmarks/queue.py [--waiters 1000] [--rounds 20]``. It starts Debian's
-``redis-server`` on a free loopback port and three nodes of capacity 1, each in a process of its
-own; this process holds every client: three that hold the Digital Persons and ``--waiters``
-that wait. They are light protocol-level sockets (the token request, the session socket, its
-frames; no WebRTC): a holder that got ``established`` keeps its Digital Person until it closes.
+Run with ``python benchmarks/cluster_queue.py [--waiters 1000] [--rounds 20]``. (The issue
+calls it ``benchmarks/queue.py``; a script of that name would shadow the standard library's
+``queue`` module for every script in this directory, which Python puts first on ``sys.path``.)
+
+It starts Debian's ``redis-server`` on a free loopback port and three nodes of capacity 1, each
+in a process of its own; this process holds every client: three that hold the Digital Persons
+and ``--waiters`` that wait. They are light protocol-level sockets (the token request, the
+session socket, its frames; no WebRTC): a holder that got ``established`` keeps its Digital
+Person until it closes.
 
 Each round, one holder closes its socket (a Digital Person frees), and the benchmark times, from
 that close:
@@ -20,35 +24,28 @@ asserted; figures are for loopback, one machine, clients and nodes sharing its c
 
 from __future__ import annotations
 
-import os
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import resource
+import signal
+import socket
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from queue import Empty
+from typing import Any
 
-# This file has the standard library's ``queue`` module's name, which asyncio and
-# multiprocessing import: run as a script, its own directory must not shadow it.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != _HERE]
+import aiohttp
 
-import argparse  # noqa: E402 - after the path fix above, as are the imports below
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import multiprocessing  # noqa: E402
-import resource  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from multiprocessing.connection import Connection  # noqa: E402
-from pathlib import Path  # noqa: E402
-from queue import Empty  # noqa: E402
-from typing import Any  # noqa: E402
-
-import aiohttp  # noqa: E402
-
-from dpkit.server import DpkitServer, PersonaSettings, Settings  # noqa: E402
+from dpkit.server import DpkitServer, PersonaSettings, Settings
 
 HEARTBEAT_S, EXPIRY_S = 0.5, 2.0
 START_TIMEOUT_S = 60.0
