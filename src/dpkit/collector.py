@@ -10,6 +10,9 @@ collections see only the objects made since, so a full one costs about what a yo
 
 The price: a reference cycle among the frozen objects is never freed (objects without cycles
 are freed by reference counting as usual). What is frozen is what start-up built to keep.
+So only dpkit's own processes freeze (``dpkit serve`` once it has started, ``dpkit connect``
+before it connects); importing the client library never does. An application built on
+``dpkit.Scene`` may call :func:`freeze_heap` itself, once its own start-up is done.
 """
 
 from __future__ import annotations

@@ -552,6 +552,12 @@ async def connect_and_show(target: Target, options: ClientOptions) -> int:
 
     from dpkit.client import Scene
     from dpkit.client.consent import ConsentGate, FileConsentStore, default_prompt
+    from dpkit.collector import freeze_heap_once
+
+    # This process is dpkit's own: what its imports built (aiortc, PyAV, NumPy ...) lives as long
+    # as it does, out of the collector's full passes, which would walk it in the middle of the
+    # connect. A library import must not do this to its host application (dpkit.collector).
+    freeze_heap_once()
 
     console = Console(stderr=True, soft_wrap=True)  # a path or a key stays whole
     stderr = sys.stderr  # the real one: the progress display replaces sys.stderr while it runs

@@ -71,7 +71,6 @@ from dpkit.client.options import DEFAULT_REQUESTED, DEFAULT_REQUIRED, MediaDevic
 from dpkit.client.persistence import FileSessionStore, SessionStore, StoredSession
 from dpkit.client.playback import PersonaPlayback, has_output_device, known_output_device
 from dpkit.client.reach import check_url, same_server
-from dpkit.collector import freeze_heap_once
 from dpkit.errors import (
     ConfigurationError,
     ConnectionError_,
@@ -900,8 +899,3 @@ def _server_route(url: str, server: str) -> str:
     """``ws://host/session`` becomes ``ws://host/server/<server>`` (the resume route)."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/server/{server}", parts.query, ""))
-
-
-# What the client's imports built (aiortc, PyAV, NumPy ...) lives as long as the process: out of
-# the collector's full passes, which would otherwise walk all of it in the middle of connects.
-freeze_heap_once()
