@@ -201,6 +201,10 @@ async def test_variables_round_trip_and_null_removes(start_server: ServerFactory
         ({"personaId": 1}, "badVariables: conversationSetVariables: 'variables' must be"),
         ({"personaId": 1, "variables": {"x" * 100: 1}}, "(max_key_chars)"),
         ({"personaId": 7, "variables": {"a": 1}}, "unknownPersona: conversationSetVariables"),
+        # Found by the fuzz test: an id that cannot be hashed ended the session (TypeError).
+        ({"personaId": [1], "variables": {"a": 1}}, "unknownPersona: conversationSetVariables"),
+        ({"personaId": {"1": 1}, "variables": {"a": 1}}, "unknownPersona: "),
+        ({"personaId": True, "variables": {"a": 1}}, "unknownPersona: "),
     ],
 )
 async def test_bad_variables_get_status_1_and_a_named_error(

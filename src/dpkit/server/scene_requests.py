@@ -94,7 +94,15 @@ def refusal(name: str) -> str:
 
 def check_persona(name: str, body: Mapping[str, Any]) -> None:
     """A ``personaId`` that is present must be this session's persona (1)."""
-    if "personaId" in body and body["personaId"] not in PERSONA_IDS:
+    if "personaId" not in body:
+        return
+    persona = body["personaId"]
+    # Only a string or a whole number can name it (a list cannot even be looked up).
+    if (
+        isinstance(persona, bool)
+        or not isinstance(persona, str | int)
+        or persona not in PERSONA_IDS
+    ):
         raise RequestError(
             f"unknownPersona: {name}: personaId {str(body['personaId'])[:40]!r} is not a persona"
             " of this scene (the only one is 1)"
