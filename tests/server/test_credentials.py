@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -12,7 +13,7 @@ from aiohttp import web
 from dpkit import Scene
 from dpkit.protocol.messages import Close, Established
 from dpkit.server import DpkitServer
-from dpkit.server.keys import KeyStore
+from dpkit.server.keys import KeyStore, option_safe_token
 from dpkit.server.webhooks import signature
 from tests.raw_client import RawClient, socket_with, token_for
 from tests.support import ServerFactory, serving, until
@@ -285,3 +286,17 @@ async def test_the_page_of_a_server_without_keys_says_so(server: DpkitServer) ->
             status, data = await get_json(http, server.url + path)
             assert status == 503, path
             assert "dpkit keys add" in data["error"]
+
+
+def test_admin_tokens_and_webhook_secrets_can_follow_their_option_on_a_command_line(
+    tmp_path: Path,
+) -> None:
+    """One in 64 URL-safe tokens starts with '-', which argparse takes for an option after
+    ``--admin-token`` (a cluster CLI test failed on one); none is made so."""
+    tokens = [option_safe_token(24) for _ in range(2000)]
+    assert not [token for token in tokens if token.startswith("-")]
+    assert len(set(tokens)) == len(tokens)
+    assert all(len(token) == 32 for token in tokens)
+    store = KeyStore.load_or_create(tmp_path)
+    assert not store.admin_token.startswith("-")
+    assert not store.webhook_secret.startswith("-")

@@ -53,6 +53,15 @@ class KeyRecord:
         return ApiKey(auth_server, self.key_id, self.secret).encode()
 
 
+def option_safe_token(nbytes: int) -> str:
+    """A URL-safe random token that does not start with '-': given on a command line after its
+    option (``--admin-token TOKEN``), one that did would be taken for an option."""
+    while True:
+        token = secrets.token_urlsafe(nbytes)
+        if not token.startswith("-"):
+            return token
+
+
 class KeyStore:
     """API keys by id, and the secret that signs session tokens."""
 
@@ -66,9 +75,9 @@ class KeyStore:
     ) -> None:
         self.signing_secret = signing_secret
         #: The token that opens the admin API (``Authorization: Bearer <token>``).
-        self.admin_token = admin_token or secrets.token_urlsafe(24)
+        self.admin_token = admin_token or option_safe_token(24)
         #: The HMAC key of webhook signatures: its own secret, so a receiver holds no admin power.
-        self.webhook_secret = webhook_secret or secrets.token_urlsafe(32)
+        self.webhook_secret = webhook_secret or option_safe_token(32)
         self._keys = {key.key_id: key for key in keys}
         #: Keys other nodes of the cluster hold (checked after this node's own).
         self._cluster_keys: dict[str, KeyRecord] = {}
