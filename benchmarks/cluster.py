@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,10 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.redis_process import start_redis
+
 from dpkit import Scene
 from dpkit.client.persistence import MemorySessionStore, StoredSession
 from dpkit.server import DpkitServer, PersonaSettings, Settings
@@ -39,30 +42,6 @@ from dpkit.server.endpoints import TOKEN_PATH
 
 LOOPBACK = ("127.0.0.1",)
 HEARTBEAT_S, EXPIRY_S = 0.2, 1.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-async def _redis(directory: Path) -> tuple[asyncio.subprocess.Process, str]:
-    port = _free_port()
-    process = await asyncio.create_subprocess_exec(
-        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--dir", str(directory),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    for _ in range(200):
-        with contextlib.suppress(OSError):
-            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return process, f"redis://127.0.0.1:{port}/0"
-        await asyncio.sleep(0.02)
-    process.kill()
-    raise RuntimeError("redis-server did not start")
 
 
 def _settings(directory: Path, redis_url: str, node: str, capacity: int) -> Settings:
@@ -215,7 +194,7 @@ async def _cluster(
 async def main(n: int, resumes: int) -> None:
     with tempfile.TemporaryDirectory(prefix="dpkit-cluster-") as tmp:
         directory = Path(tmp)
-        redis, url = await _redis(directory)
+        redis, url = await start_redis(directory)
         try:
             print(f"3 nodes on {url}; loopback only, nodes and clients in one process")
             async with _cluster(directory / "a", url, (10, 10, 10)) as nodes:

@@ -31,9 +31,7 @@ import json
 import multiprocessing
 import resource
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,35 +43,15 @@ from typing import Any
 
 import aiohttp
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.redis_process import start_redis
+
 from dpkit.server import DpkitServer, PersonaSettings, Settings
 
 HEARTBEAT_S, EXPIRY_S = 0.5, 2.0
 START_TIMEOUT_S = 60.0
 WAIT_S = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-async def _redis(directory: Path) -> tuple[asyncio.subprocess.Process, str]:
-    port = _free_port()
-    process = await asyncio.create_subprocess_exec(
-        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--dir", str(directory),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    for _ in range(200):
-        with contextlib.suppress(OSError):
-            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return process, f"redis://127.0.0.1:{port}/0"
-        await asyncio.sleep(0.02)
-    process.kill()
-    raise RuntimeError("redis-server did not start")
 
 
 def _settings(directory: Path, redis_url: str, node: str, waiters: int) -> Settings:
@@ -233,7 +211,7 @@ async def run(waiters: int, rounds: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * waiters + 512)), hard))
     with tempfile.TemporaryDirectory(prefix="dpkit-queue-") as tmp:
         directory = Path(tmp)
-        redis, redis_url = await _redis(directory)
+        redis, redis_url = await start_redis(directory)
         nodes: list[NodeProcess] = []
         try:
             for name in ("n1", "n2", "n3"):

@@ -59,6 +59,16 @@ class Waiting:
         return self.positions[-1] if self.positions else None
 
 
+async def _end_all(holders: list[Scene], waiting: list[Waiting]) -> None:
+    """Stop the connects still waiting, and disconnect every scene."""
+    for each in waiting:
+        each.connecting.cancel()
+        with contextlib.suppress(BaseException):
+            await each.connecting
+    scenes = holders + [each.scene for each in waiting]
+    await asyncio.gather(*(scene.disconnect() for scene in scenes), return_exceptions=True)
+
+
 @pytest.fixture
 async def cluster(start_server: ServerFactory, redis_server: RedisServer) -> list[DpkitServer]:
     nodes = [
@@ -146,14 +156,7 @@ async def test_a_fourth_client_waits_in_the_cluster_queue_and_the_first_node_to_
         assert fifth.last.size == 1
         assert not fifth.connecting.done()
     finally:
-        for each in waiting:
-            each.connecting.cancel()
-            with contextlib.suppress(BaseException):
-                await each.connecting
-        await asyncio.gather(
-            *(scene.disconnect() for scene in holders + [w.scene for w in waiting]),
-            return_exceptions=True,
-        )
+        await _end_all(holders, waiting)
 
 
 async def test_a_waiter_that_leaves_is_out_of_the_cluster_queue_for_everyone(
@@ -183,7 +186,7 @@ async def test_a_waiter_that_leaves_is_out_of_the_cluster_queue_for_everyone(
         assert second.scene.session_id is not None
         await second.scene.disconnect()
     finally:
-        await asyncio.gather(*(h.disconnect() for h in holders), return_exceptions=True)
+        await _end_all(holders, [])
 
 
 async def test_a_takeover_needs_a_signed_ticket_for_a_live_reservation(
@@ -268,14 +271,7 @@ async def test_waiters_on_a_killed_node_are_dropped_and_the_others_are_served(
                 await on_one.connecting
             assert on_one.scene.session_id in three.state.sessions
         finally:
-            for each in waiting:
-                each.connecting.cancel()
-                with contextlib.suppress(BaseException):
-                    await each.connecting
-            await asyncio.gather(
-                *(scene.disconnect() for scene in holders + [w.scene for w in waiting]),
-                return_exceptions=True,
-            )
+            await _end_all(holders, waiting)
 
 
 async def test_without_redis_a_node_queues_alone_and_rejoins_the_cluster_queue_after(
@@ -323,14 +319,7 @@ async def test_without_redis_a_node_queues_alone_and_rejoins_the_cluster_queue_a
             await again.connecting
         assert again.scene.session_id in two.state.sessions
     finally:
-        for each in waiting:
-            each.connecting.cancel()
-            with contextlib.suppress(BaseException):
-                await each.connecting
-        await asyncio.gather(
-            *(scene.disconnect() for scene in holders + [w.scene for w in waiting]),
-            return_exceptions=True,
-        )
+        await _end_all(holders, waiting)
 
 
 async def _admin_get(url: str, token: str, path: str) -> Any:
@@ -394,11 +383,4 @@ async def test_three_dpkit_serve_processes_place_three_clients_and_queue_a_fourt
             journal = await _admin_get(where.url, where.admin_token, "/api/sessions")
             assert HANDED_OVER in [row["ending"] for row in journal["sessions"]]
         finally:
-            for each in waiting:
-                each.connecting.cancel()
-                with contextlib.suppress(BaseException):
-                    await each.connecting
-            await asyncio.gather(
-                *(scene.disconnect() for scene in holders + [w.scene for w in waiting]),
-                return_exceptions=True,
-            )
+            await _end_all(holders, waiting)

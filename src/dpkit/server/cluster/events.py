@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dpkit.server.cluster.membership import redacted
+from dpkit.server.cluster.messages import channel_of, json_body
 from dpkit.server.feed import FeedEvent, StateFeed
 from dpkit.tasks import TaskOwner
 
@@ -130,19 +131,10 @@ class ClusterEvents:
                 await asyncio.sleep(RETRY_S)
 
     async def _heard(self, message: dict[str, Any]) -> None:
-        if message.get("type") != "message":
+        channel = channel_of(message)
+        body = json_body(message, MAX_MESSAGE_BYTES)
+        if channel is None or body is None:
             return
-        data = message.get("data")
-        if not isinstance(data, bytes | str) or len(data) > MAX_MESSAGE_BYTES:
-            return
-        try:
-            body = json.loads(data)
-        except ValueError:
-            return
-        if not isinstance(body, dict):
-            return
-        channel = message.get("channel")
-        channel = channel.decode() if isinstance(channel, bytes) else str(channel)
         if channel == EVENTS_CHANNEL:
             if body.get("node") != self._node_id:
                 self._feed.publish_remote(body)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dpkit.server.cluster.membership import KEY_PREFIX, redacted
+from dpkit.server.cluster.messages import channel_of, json_body
 from dpkit.server.pool import DigitalPerson, DigitalPersonPool, RemoteGrant
 from dpkit.tasks import TaskOwner
 
@@ -275,21 +276,12 @@ class ClusterQueue:
             await asyncio.sleep(RETRY_S)
 
     def _heard(self, message: dict[str, Any]) -> None:
-        if message.get("type") != "message":
-            return
-        channel = message.get("channel")
-        channel = channel.decode() if isinstance(channel, bytes) else str(channel)
+        channel = channel_of(message)
         if channel == CHANGED_CHANNEL:
             self._dirty.set()
             return
-        data = message.get("data")
-        if not isinstance(data, bytes | str) or len(data) > MAX_MESSAGE_BYTES:
-            return
-        try:
-            body = json.loads(data)
-        except ValueError:
-            return
-        if not isinstance(body, dict):
+        body = json_body(message, MAX_MESSAGE_BYTES)
+        if channel is None or body is None:
             return
         if isinstance(body.get("declined"), str):
             reservation = self._reserved.get(body["declined"])
