@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from dpkit import ConnectionStateData, NoScene, RetryOptions, Scene
-from dpkit.server import DpkitServer
+from dpkit.server import DpkitServer, PersonaSettings
+from dpkit.server.pool import DigitalPersonPool
 from tests.support import ServerFactory, until
 
 
@@ -88,3 +89,30 @@ async def test_waiting_past_the_limit_gives_no_scene(start_server: ServerFactory
     assert positions(b_seen) == [(1, 1)]
     assert server.state.pool.queue_length == 0
     await a.disconnect()
+
+
+async def test_releasing_a_free_person_hands_it_to_nobody() -> None:
+    """Release is idempotent: releasing a person no one holds (released already) must not give
+    it to a waiter, or two sessions could end up holding one Digital Person."""
+    pool = DigitalPersonPool(1, PersonaSettings())
+    try:
+        holder, first, second = object(), object(), object()
+        person = pool.try_acquire(holder)
+        assert person is not None
+        waiting = [
+            asyncio.create_task(pool.acquire(who, lambda _position: None))
+            for who in (first, second)
+        ]
+        await until(lambda: pool.queue_length == 2)
+        pool.release(person)
+        await until(lambda: waiting[0].done())
+        assert person.holder is first
+        person.holder = None  # as if free again
+        pool.release(person)
+        pool.release(person)
+        await asyncio.sleep(0)
+        assert not waiting[1].done()
+        assert pool.queue_length == 1
+        waiting[1].cancel()
+    finally:
+        await pool.close()

@@ -294,8 +294,7 @@ async def takeover(request: web.Request) -> web.StreamResponse:
 def _give_back_claimed(state: ServerState, person: DigitalPerson) -> None:
     """A claimed Digital Person that no session took (its socket failed or was refused): to
     the next in turn, as if freed."""
-    person.holder = None
-    state.pool.release(person)
+    state.pool.hand_on(person)
 
 
 async def _relay_to_owner(

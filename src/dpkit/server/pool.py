@@ -271,8 +271,13 @@ class DigitalPersonPool:
         if session_s is not None:
             # A slow-moving average keeps the wait estimate steady.
             self._mean_session_s = 0.8 * self._mean_session_s + 0.2 * session_s
-        if person.holder is OFFERED:
-            return
+        if person.holder is None or person.holder is OFFERED:
+            return  # free already, or on its way to the next in turn
+        self.hand_on(person)
+
+    def hand_on(self, person: DigitalPerson) -> None:
+        """``person`` to the next in turn: the cluster queue's head (offered to it), else the
+        head of this node's queue, else free. For a person no session holds any more."""
         if self.shared is not None and self.shared.active:
             person.holder, person.key = OFFERED, ""
             self.shared.offer(person)
