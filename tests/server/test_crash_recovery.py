@@ -38,6 +38,20 @@ async def admin_get(server: ServedProcess, path: str) -> Any:
         return await response.json()
 
 
+async def journaled_connected(server: ServedProcess, session_id: str) -> None:
+    """Wait until the server's journal has ``session_id`` Connected."""
+    async with asyncio.timeout(10 * UNIT):
+        while True:
+            record = await admin_get(server, f"/api/sessions/{session_id}")
+            events = record.get("events", [])
+            if any(
+                event.get("kind") == "state" and event.get("detail") == "Connected"
+                for event in events
+            ):
+                return
+            await asyncio.sleep(0.02)  # polling the journal over HTTP
+
+
 async def metrics_text(server: ServedProcess) -> str:
     timeout = aiohttp.ClientTimeout(total=10 * UNIT)
     async with (
@@ -88,6 +102,8 @@ async def test_a_session_live_at_a_kill_ends_with_server_restart_on_the_next_sta
         scene = quiet_scene(first)
         stack.push_async_callback(close_scene, scene)
         session_id = await asyncio.wait_for(scene.connect(), 30 * UNIT)
+        # The client hears `connected` a moment before the server's journal has it.
+        await journaled_connected(first, session_id)
         killed_at = time.time()
         os.kill(first.pid, signal.SIGKILL)
         await asyncio.wait_for(first.process.wait(), 10 * UNIT)
