@@ -109,12 +109,14 @@ class ClusterEvents:
             await self._redis.hdel(self.sessions_key, socket_id)
             return
         entry = self._live.setdefault(socket_id, {"socketId": socket_id, "since": event.get("at")})
+        before = dict(entry)
         entry["sessionId"] = event.get("sessionId") or entry.get("sessionId")
         if kind == "state":
             entry["state"] = event.get("state")
         if kind == "opened":
             entry["client"] = event.get("client")
-        await self._redis.hset(self.sessions_key, socket_id, json.dumps(entry))
+        if entry != before:  # a queue or camera event changes nothing listed: no write
+            await self._redis.hset(self.sessions_key, socket_id, json.dumps(entry))
 
     async def _listen(self) -> None:
         from redis.exceptions import RedisError
