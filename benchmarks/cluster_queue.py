@@ -1,6 +1,6 @@
 """The cluster's queue under load: 1,000 clients waiting at once on three nodes.
 
-Run with ``python benchmarks/cluster_queue.py [--waiters 1000] [--rounds 20]``. (The issue
+Run with ``python benchmarks/cluster_queue.py [--waiters 1000] [--rounds 60]``. (The issue
 calls it ``benchmarks/queue.py``; a script of that name would shadow the standard library's
 ``queue`` module for every script in this directory, which Python puts first on ``sys.path``.)
 
@@ -339,7 +339,7 @@ async def _rounds(holders: list[Client], waiting: list[Client], rounds: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--waiters", type=int, default=1000, help="clients waiting at once")
-    parser.add_argument("--rounds", type=int, default=20, help="Digital Persons freed, one by one")
+    parser.add_argument("--rounds", type=int, default=60, help="Digital Persons freed, one by one")
     args = parser.parse_args()
     if not 1 <= args.waiters <= 5000 or not 1 <= args.rounds < args.waiters:
         parser.error("--waiters must be 1-5000 and --rounds 1 to fewer than --waiters")
