@@ -21,10 +21,8 @@ def scene_for(server: DpkitServer) -> Scene:
     return Scene(server.api_key(), requested_media_devices={}, required_media_devices={})
 
 
-async def test_token_request_and_session_socket_share_one_connection(
-    server: DpkitServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The socket goes over the token request's kept-alive connection: one TCP connection."""
+def count_connections(server: DpkitServer, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The address of every TCP connection the server admits from now on, in order."""
     admitted: list[str] = []
     admit = server.guard.admit
 
@@ -33,6 +31,14 @@ async def test_token_request_and_session_socket_share_one_connection(
         return admit(address)
 
     monkeypatch.setattr(server.guard, "admit", counting)
+    return admitted
+
+
+async def test_token_request_and_session_socket_share_one_connection(
+    server: DpkitServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The socket goes over the token request's kept-alive connection: one TCP connection."""
+    admitted = count_connections(server, monkeypatch)
     scene = scene_for(server)
     session_id = await scene.connect()
     try:
@@ -48,14 +54,7 @@ async def test_every_connect_of_a_scene_opens_one_connection(
     server: DpkitServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Connecting again after a disconnect starts afresh: one more connection, and it works."""
-    admitted: list[str] = []
-    admit = server.guard.admit
-
-    def counting(address: str) -> str | None:
-        admitted.append(address)
-        return admit(address)
-
-    monkeypatch.setattr(server.guard, "admit", counting)
+    admitted = count_connections(server, monkeypatch)
     scene = scene_for(server)
     for _ in range(2):
         await scene.connect()

@@ -297,7 +297,8 @@ class ClusterQueue:
         if not self._pool.grant(waiter, remote):
             self.declined(remote)
             return
-        # Popped already; but a read of the queue just before may have put it back.
+        # Popped already; but a read of the queue just before the pop may have found it missing
+        # and put it back (reads put back what they miss: Redis may have restarted empty).
         self.left(waiter)
 
     async def _read_positions(self) -> None:

@@ -147,6 +147,41 @@ class _Encoders:
         self._audio.clear()
 
 
+class _ToForget:
+    """What the next slot of each kind tells its encoders to forget: the encoders released
+    since the last one, or (after a reset) all of them. Shared by both backends."""
+
+    def __init__(self) -> None:
+        self._video: list[int] = []
+        self._audio: list[int] = []
+        self._all = False
+
+    def release(self, encoder: int) -> None:
+        self._video.append(encoder)
+        self._audio.append(encoder)
+
+    def reset(self) -> None:
+        """Forget every encoder at the next video slot."""
+        self.clear()
+        self._all = True
+
+    def clear(self) -> None:
+        """Nothing to forget (new encoders, as in a new worker)."""
+        self._video.clear()
+        self._audio.clear()
+        self._all = False
+
+    def take_video(self) -> tuple[list[int], bool]:
+        """The released encoders, and whether all are to be forgotten; taken once."""
+        released, self._video = self._video, []
+        everything, self._all = self._all, False
+        return released, everything
+
+    def take_audio(self) -> list[int]:
+        released, self._audio = self._audio, []
+        return released
+
+
 class ThreadedEncoding:
     """Draw on the event loop, encode in ``workers`` threads (video) and one more (audio).
 
@@ -169,9 +204,7 @@ class ThreadedEncoding:
         size = (renderer.width, renderer.height)
         self._shards = [_Encoders(*size, fps) for _ in range(self._workers)]
         self._audio_encoders = _Encoders(*size, fps)
-        self._released: list[int] = []
-        self._audio_released: list[int] = []
-        self._reset = False
+        self._forget = _ToForget()
         self.starts = 0  # threads, no worker process
 
     async def start(self) -> None:
@@ -179,8 +212,7 @@ class ThreadedEncoding:
 
     async def video(self, pts: int, requests: Sequence[VideoRequest]) -> list[Encoded]:
         pictures = [self._picture(request.pose) for request in requests]
-        released, self._released = self._released, []
-        reset, self._reset = self._reset, False
+        released, reset = self._forget.take_video()
         loop = asyncio.get_running_loop()
         calls = []
         for index, shard in enumerate(self._shards):
@@ -203,20 +235,17 @@ class ThreadedEncoding:
     async def audio(self, pts: int, requests: Sequence[AudioRequest]) -> list[Encoded]:
         if not requests:
             return []
-        released, self._audio_released = self._audio_released, []
+        released = self._forget.take_audio()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._audio_pool, _audio_slot, self._audio_encoders, pts, requests, released
         )
 
     def release(self, encoder: int) -> None:
-        self._released.append(encoder)
-        self._audio_released.append(encoder)
+        self._forget.release(encoder)
 
     def reset(self) -> None:
-        self._released.clear()
-        self._audio_released.clear()
-        self._reset = True
+        self._forget.reset()
 
     async def close(self) -> None:
         for pool in [*self._video_pools, self._audio_pool]:
@@ -307,9 +336,7 @@ class ProcessEncoding:
         self._process: multiprocessing.process.BaseProcess | None = None
         self._video: _Channel | None = None
         self._audio: _Channel | None = None
-        self._released: list[int] = []
-        self._audio_released: list[int] = []
-        self._reset = False
+        self._forget = _ToForget()
         self._starting: asyncio.Lock | None = None
         # Requests of a kind reach the worker in the order they were made, even when the first
         # waits for the worker to start: an encoder given frames out of order fails.
@@ -338,9 +365,7 @@ class ProcessEncoding:
             audio_theirs.close()
             self._process = process
             self._video, self._audio = _Channel(video_ours), _Channel(audio_ours)
-            self._released.clear()
-            self._audio_released.clear()
-            self._reset = False
+            self._forget.clear()  # a new worker has no encoders to forget
             try:
                 async with asyncio.timeout(START_TIMEOUT_S):
                     await self._video.ask(("ready",))
@@ -354,8 +379,7 @@ class ProcessEncoding:
         wire = [(r.encoder, r.codec, tuple(r.pose), r.keyframe) for r in requests]
         async with self._turn("video"):
             channel = await self._channel("video")
-            released, self._released = self._released, []
-            reset, self._reset = self._reset, False
+            released, reset = self._forget.take_video()
             sent = channel.send(("video", pts, wire, released, reset))
         answer = await channel.answer(sent)
         return [Encoded(number, tuple(payloads), key) for number, payloads, key in answer]
@@ -366,7 +390,7 @@ class ProcessEncoding:
         wire = [(r.encoder, r.samples) for r in requests]
         async with self._turn("audio"):
             channel = await self._channel("audio")
-            released, self._audio_released = self._audio_released, []
+            released = self._forget.take_audio()
             sent = channel.send(("audio", pts, wire, released))
         answer = await channel.answer(sent)
         return [Encoded(number, tuple(payloads), False) for number, payloads in answer]
@@ -389,13 +413,10 @@ class ProcessEncoding:
         return channel
 
     def release(self, encoder: int) -> None:
-        self._released.append(encoder)
-        self._audio_released.append(encoder)
+        self._forget.release(encoder)
 
     def reset(self) -> None:
-        self._released.clear()
-        self._audio_released.clear()
-        self._reset = True
+        self._forget.reset()
 
     def _stop_channels(self) -> None:
         for channel in (self._video, self._audio):
